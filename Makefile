@@ -1,0 +1,34 @@
+# Set-up is these targets: each creates .venv when missing and installs what it needs.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test system-packages clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# espeak-ng (speech for the synthetic corpus) and ffmpeg (video IO; the pip package
+# imageio-ffmpeg also carries a binary) come from the system's package manager.
+system-packages:
+	@missing=""; for p in espeak-ng ffmpeg; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing; install them with: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-packages
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

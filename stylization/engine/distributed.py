@@ -1,0 +1,86 @@
+"""Process-group set-up: ``torchrun`` multi-process, or one plain process (world size 1).
+
+The trainer runs the same code either way; only DDP wrapping and the gathers below
+depend on the world size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` picks CUDA when available; ``"cuda"`` means this process's local GPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            from stylization.errors import ConfigError
+
+            raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto")
+        return torch.device("cuda", local_rank)
+    return torch.device(requested)
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    return DistEnv(rank, world_size, local_rank, dev)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's ``obj`` on every rank."""
+    if env.world_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj, env: DistEnv) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if env.world_size == 1:
+        return [obj]
+    out = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_mean(values: dict[str, float], env: DistEnv) -> dict[str, float]:
+    """Average scalar metrics over ranks."""
+    if env.world_size == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return {k: float(v) / env.world_size for k, v in zip(keys, t.tolist())}

@@ -1,0 +1,116 @@
+"""The contract between a training stage and the :class:`~stylization.engine.trainer.Trainer`.
+
+A stage says what to build (modules, optimisers, schedulers, datasets) and what one
+step does; the trainer owns everything else (loop, devices, DDP, precision, clipping,
+EMA, validation, logging, checkpoints, resuming).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import TYPE_CHECKING
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from stylization.engine.trainer import Trainer
+
+
+class StepContext:
+    """What a stage's step functions see.
+
+    Attributes:
+        modules: the stage's modules, DDP-wrapped when training on several processes.
+        eval_modules: for validation: the EMA copy of a module where there is one, else the
+            unwrapped module.
+        device: where batches and modules live.
+        step: optimisation steps completed before this one.
+        generator: a seeded ``torch.Generator`` on ``device`` for the stage's own randomness
+            (noise, dropout of conditions); saved and restored with checkpoints.
+    """
+
+    def __init__(self, trainer: "Trainer"):
+        self._trainer = trainer
+        self.modules: dict[str, nn.Module] = trainer.modules
+        self.device: torch.device = trainer.env.device
+        self.generator: torch.Generator = trainer.generator
+        self.step = 0
+
+    @property
+    def eval_modules(self) -> dict[str, nn.Module]:
+        t = self._trainer
+        return {name: t.ema[name].shadow if name in t.ema else module for name, module in t.raw_modules.items()}
+
+    def autocast(self):
+        """Mixed precision for forward passes: bf16 on CUDA unless ``trainer.precision=fp32``."""
+        if self._trainer.use_bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def optimize(self, optimizer: str, loss: torch.Tensor) -> float:
+        """Zero the optimiser's gradients, backpropagate ``loss``, clip, step. Returns the grad norm."""
+        return self._trainer.optimize(optimizer, loss)
+
+
+class TrainingStage(abc.ABC):
+    """Base of every ``python train.py stage=<name>`` stage.
+
+    ``cfg`` is the whole resolved config (``cfg.stage``, ``cfg.model``, ``cfg.data``, ...).
+    Subclasses define the abstract methods; the others have working defaults.
+    """
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg.stage.name)
+
+    @property
+    def batch_size(self) -> int:
+        """Windows per process per step."""
+        return int(self.cfg.stage.batch_size)
+
+    @property
+    def ema_modules(self) -> tuple[str, ...]:
+        """Names of the modules the trainer keeps an EMA of (when ``trainer.ema_decay`` is set)."""
+        return tuple(self.cfg.stage.get("ema_modules", ()) or ())
+
+    @abc.abstractmethod
+    def build_modules(self) -> dict[str, nn.Module]:
+        """Every module the stage trains or uses, by name (the checkpoint's keys)."""
+
+    @abc.abstractmethod
+    def build_optimizers(self, modules: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers by name, over the unwrapped ``modules``."""
+
+    def build_schedulers(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, object]:
+        """LR schedulers by name, stepped once per training step; no scheduler by default."""
+        return {}
+
+    @abc.abstractmethod
+    def train_dataset(self) -> Dataset:
+        """The training set; items are dicts collated by the default collate function."""
+
+    def val_dataset(self) -> Dataset | None:
+        """The validation set, or None to skip validation."""
+        return None
+
+    @abc.abstractmethod
+    def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor | float]:
+        """One optimisation step (forward, ``ctx.optimize``); returns scalars to log."""
+
+    def validation_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor | float]:
+        """Scalars for one validation batch (averaged by the trainer); required with a val set.
+
+        Use ``ctx.eval_modules`` (EMA where kept, never DDP-wrapped) here and in :meth:`visualize`.
+        """
+        raise TypeError(f"stage {self.name!r} has a validation set but no validation_step")
+
+    def visualize(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Images [N, 3, H, W] in [0, 1] to log as grids; none by default."""
+        return {}

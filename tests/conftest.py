@@ -1,0 +1,92 @@
+"""Shared fixtures: a tiny corpus in the processed-clip format, written by hand.
+
+Three speakers (two train, one test), neutral and happy, 48 frames at 32x32 per clip.
+The mouth follows the loudness of a tone-burst "speech" track so the audio and the
+coefficients are related, as in real data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stylization.data.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
+from stylization.data.corpus import write_clip, write_index
+from stylization.data.face_model import stand_in_face_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FRAME_SIZE = 32
+
+
+def tiny_clip_arrays(rng: np.random.Generator, n_frames: int, identity: np.ndarray, smile: float):
+    """Coefficients [T, 260], landmarks [T, 68, 2] (32 px), audio and frames of one clip."""
+    t = np.arange(n_frames * SAMPLES_PER_FRAME) / SAMPLE_RATE
+    envelope = np.clip(np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t + rng.uniform(0, 6)), 0, None)
+    audio = (0.4 * envelope * np.sin(2 * np.pi * rng.uniform(150, 250) * t)).astype(np.float32)
+    per_frame = envelope.reshape(n_frames, SAMPLES_PER_FRAME).mean(1)
+    coeffs = np.zeros((n_frames, 260), np.float32)
+    coeffs[:, 0:80] = identity
+    coeffs[:, 80] = 1.2 * per_frame  # jaw_open follows the sound
+    coeffs[:, 81] = smile  # lip_corner_pull
+    coeffs[:, 82:144] = 0.05 * rng.normal(size=(n_frames, 62))
+    coeffs[:, 224:227] = 0.05 * np.sin(np.arange(n_frames)[:, None] / 7.0 + rng.uniform(0, 6, 3))
+    coeffs[:, 257] = 1.0
+    fm = stand_in_face_model()
+    landmarks = fm.landmarks_from_coeffs(torch.from_numpy(coeffs), FRAME_SIZE).numpy()
+    frames = np.zeros((n_frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    frames[..., 0] = (80 + 100 * per_frame)[:, None, None].astype(np.uint8)
+    return coeffs, landmarks, audio, frames
+
+
+def make_tiny_corpus(root: Path, n_frames: int = 48, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    records = []
+    for speaker, split in (("spk_a", "train"), ("spk_b", "train"), ("spk_c", "test")):
+        identity = 0.5 * rng.normal(size=80)
+        for emotion, smile in (("neutral", 0.0), ("happy", 0.8)):
+            coeffs, lm, audio, frames = tiny_clip_arrays(rng, n_frames, identity, smile)
+            records.append(write_clip(root, f"{speaker}_{emotion}", speaker, emotion, 1 if smile else 0, split,
+                                      [f"A person speaks, {emotion}.", f"Someone talks looking {emotion}."],
+                                      coeffs, lm, audio, frames))
+    write_index(root, records)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A read-only tiny corpus shared by the session (copy it before damaging it)."""
+    return make_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} (the project's shared facts folder) is not beside this checkout")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def compose_train(overrides: list[str]):
+    """The real configs/train.yaml composed with ``overrides`` (as the command line would)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def tiny_audio2exp_overrides(root, run_dir, **trainer) -> list[str]:
+    """A CPU-sized audio2exp run on the tiny corpus (tests override trainer.* further)."""
+    base = {"max_steps": 6, "num_workers": 0, "log_every_steps": 2, "val_every_steps": 3, "val_batches": 2,
+            "image_every_steps": 3, "checkpoint_every_steps": 2, "device": "cpu", "ema_decay": 0.9}
+    base.update(trainer)
+    return ["stage=audio2exp", "model=audio2exp_small", f"data.root={root}", "stage.batch_size=4",
+            "stage.window_frames=16", f"trainer.run_dir={run_dir}"] + [f"trainer.{k}={v}" for k, v in base.items()]

@@ -1,0 +1,25 @@
+"""Two CPU processes under torchrun (gloo): the same code path as a single process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_audio2exp_overrides
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tiny_corpus, tmp_path):
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           *tiny_audio2exp_overrides(tiny_corpus, run_dir, max_steps=4, checkpoint_every_steps=100,
+                                     image_every_steps=0)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "world size 2" in (run_dir / "train.log").read_text()
+    state = torch.load(run_dir / "checkpoints" / "step_000000004.pt", weights_only=True)
+    assert len(state["rng"]) == 2  # every rank's RNG state is kept for an exact resume
+    assert not any(k.startswith("module.") for k in state["modules"]["audio2exp"])  # saved unwrapped

@@ -1,0 +1,185 @@
+"""The training engine: sampler, checkpoints, EMA, and exact resume after a kill."""
+
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from conftest import compose_train, tiny_audio2exp_overrides
+from stylization.engine import checkpoint as ckpt_io
+from stylization.engine.distributed import init_distributed
+from stylization.engine.ema import EMA
+from stylization.engine.run import build_stage
+from stylization.engine.sampler import ResumableSampler
+from stylization.engine.stage import TrainingStage
+from stylization.engine.trainer import Trainer
+from stylization.errors import CheckpointError, ConfigError
+
+
+def test_sampler_partitions_and_resumes():
+    shares = [ResumableSampler(10, rank=r, world_size=3, seed=1) for r in range(3)]
+    for s in shares:
+        s.set_epoch(2)
+    covered = sorted(i for s in shares for i in s)
+    assert len(covered) == 12 and set(covered) == set(range(10))  # padded by wrapping, as DDP does
+    s = ResumableSampler(10, seed=1)
+    s.set_epoch(4)
+    full = list(s)
+    s.set_epoch(4, start=6)
+    assert list(s) == full[6:] and len(s) == 4
+    s.set_epoch(5)
+    assert list(s) != full
+
+
+def test_atomic_save_and_safe_load(tmp_path):
+    path = tmp_path / "x" / "ckpt.pt"
+    ckpt_io.atomic_save({"a": torch.ones(3)}, path)
+    assert os.listdir(path.parent) == ["ckpt.pt"]
+    assert torch.equal(ckpt_io.load_file(path)["a"], torch.ones(3))
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="cannot be loaded safely") as info:
+        ckpt_io.load_file(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match="not found; get it from X"):
+        ckpt_io.load_file(tmp_path / "none.pt", source_hint="get it from X")
+
+
+def test_ema_tracks_the_average():
+    m = nn.Linear(2, 2)
+    ema = EMA(m, decay=0.5)
+    with torch.no_grad():
+        before = ema.shadow.weight.clone()
+        m.weight.add_(2.0)
+    ema.update(m)
+    assert torch.allclose(ema.shadow.weight, before + 1.0)
+    assert not any(p.requires_grad for p in ema.shadow.parameters())
+
+
+class NoiseData(Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return {"x": torch.randn(4, generator=g), "y": torch.randn(2, generator=g)}
+
+
+class NoisyStage(TrainingStage):
+    """A tiny stage that uses every source of randomness: dropout (global RNG) and ctx.generator."""
+
+    crash_at_step = None
+
+    def build_modules(self):
+        return {"net": nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 2))}
+
+    def build_optimizers(self, modules):
+        return {"net": torch.optim.AdamW(modules["net"].parameters(), lr=1e-2)}
+
+    def build_schedulers(self, optimizers):
+        return {"net": torch.optim.lr_scheduler.StepLR(optimizers["net"], step_size=3, gamma=0.5)}
+
+    def train_dataset(self):
+        return NoiseData()
+
+    def val_dataset(self):
+        return NoiseData()
+
+    def training_step(self, batch, ctx):
+        if ctx.step == self.crash_at_step:
+            raise KeyboardInterrupt("killed")
+        noise = torch.randn(batch["x"].shape, generator=ctx.generator, device=ctx.device)
+        loss = ((ctx.modules["net"](batch["x"] + 0.1 * noise) - batch["y"]) ** 2).mean()
+        ctx.optimize("net", loss)
+        return {"loss": loss.detach()}
+
+    def validation_step(self, batch, ctx):
+        torch.randn(3)  # validation may use the global RNG; the trainer restores it
+        return {"loss": ((ctx.eval_modules["net"](batch["x"]) - batch["y"]) ** 2).mean()}
+
+
+def noisy_cfg(run_dir, max_steps):
+    cfg = compose_train(tiny_audio2exp_overrides("/unused", run_dir, max_steps=max_steps, checkpoint_every_steps=4))
+    cfg.stage.name, cfg.stage.batch_size, cfg.stage.ema_modules = "noisy", 3, ["net"]
+    return cfg
+
+
+def train_noisy(run_dir, max_steps, crash_at_step=None):
+    stage = NoisyStage(noisy_cfg(run_dir, max_steps))
+    stage.crash_at_step = crash_at_step
+    trainer = Trainer(stage.cfg, stage, init_distributed("cpu"))
+    trainer.fit()
+    return trainer
+
+
+def module_state(trainer):
+    return {**{f"m.{k}": v for k, v in trainer.raw_modules["net"].state_dict().items()},
+            **{f"ema.{k}": v for k, v in trainer.ema["net"].shadow.state_dict().items()}}
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
+    full = train_noisy(str(tmp_path / "full"), max_steps=10)
+    with pytest.raises(KeyboardInterrupt):
+        train_noisy(str(tmp_path / "killed"), max_steps=10, crash_at_step=6)  # dies after saving step 4
+    saved = [os.path.basename(p) for p in ckpt_io.list_checkpoints(str(tmp_path / "killed"))]
+    assert saved == ["step_000000004.pt"]
+    resumed = train_noisy(str(tmp_path / "killed"), max_steps=10)
+    assert resumed.step == 10 and (resumed.data.epoch, resumed.data.batch_in_epoch) == (full.data.epoch, full.data.batch_in_epoch) == (3, 1)
+    a, b = module_state(full), module_state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.optimizers["net"].param_groups[0]["lr"] == full.optimizers["net"].param_groups[0]["lr"]
+
+
+def test_audio2exp_resume_is_bit_exact(tiny_corpus, tmp_path):
+    def run(run_dir, crash=None):
+        cfg = compose_train(tiny_audio2exp_overrides(tiny_corpus, run_dir, max_steps=8))
+        stage = build_stage(cfg)
+        if crash is not None:
+            original = stage.training_step
+
+            def training_step(batch, ctx):
+                if ctx.step == crash:
+                    raise RuntimeError("simulated crash")
+                return original(batch, ctx)
+
+            stage.training_step = training_step
+        trainer = Trainer(cfg, stage, init_distributed("cpu"))
+        trainer.fit()
+        return trainer.raw_modules["audio2exp"].state_dict()
+
+    full = run(str(tmp_path / "full"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(str(tmp_path / "crash"), crash=5)  # newest checkpoint: step 4, mid-epoch
+    resumed = run(str(tmp_path / "crash"))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert os.path.isfile(tmp_path / "crash" / "checkpoints" / "step_000000008.pt")
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "full" / "tb"))
+
+
+def test_damaged_newest_checkpoint_falls_back(tmp_path):
+    run_dir = str(tmp_path / "r")
+    train_noisy(run_dir, max_steps=8)
+    newest = ckpt_io.list_checkpoints(run_dir)[-1]
+    with open(newest, "r+b") as f:
+        f.truncate(100)
+    path, state = ckpt_io.load_latest(run_dir)
+    assert state["step"] == 4 and path.endswith("step_000000004.pt")
+
+
+def test_checkpoint_is_self_describing(tmp_path):
+    train_noisy(str(tmp_path / "r"), max_steps=4)
+    state = ckpt_io.load_file(ckpt_io.list_checkpoints(str(tmp_path / "r"))[-1])
+    assert state["stage"] == "noisy" and state["config"]["stage"]["batch_size"] == 3
+    assert set(state) >= {"modules", "ema", "optimizers", "schedulers", "rng", "epoch", "batch_in_epoch", "code_version"}
+
+
+def test_option_errors_are_clear(tmp_path):
+    cfg = noisy_cfg(str(tmp_path), 2)
+    cfg.trainer.precision = "fp16"
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        Trainer(cfg, NoisyStage(cfg), init_distributed("cpu"))
+    cfg = noisy_cfg(str(tmp_path), 2)
+    cfg.stage.batch_size = 64
+    with pytest.raises(ConfigError, match="fewer than stage.batch_size=64"):
+        Trainer(cfg, NoisyStage(cfg), init_distributed("cpu"))

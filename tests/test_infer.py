@@ -1,0 +1,59 @@
+"""infer.py today: speech -> coefficients with a trained audio2exp run, and a landmark video."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import REPO, compose_train, tiny_audio2exp_overrides
+from stylization.data.video import probe_video
+from stylization.engine.distributed import init_distributed
+from stylization.engine.run import build_stage
+from stylization.engine.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("a2e")
+    cfg = compose_train(tiny_audio2exp_overrides(tiny_corpus, run_dir, max_steps=2, image_every_steps=0))
+    Trainer(cfg, build_stage(cfg), init_distributed("cpu")).fit()
+    return run_dir
+
+
+def infer(*args):
+    return subprocess.run([sys.executable, "infer.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_speech_becomes_coefficients_and_video(trained_run, tiny_corpus, tmp_path):
+    speech = tmp_path / "speech.wav"
+    t = np.arange(44100 * 2) / 44100  # 2 s at 44.1 kHz stereo: resampled, not rejected
+    tone = 0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    soundfile.write(speech, np.stack([tone, tone], -1), 44100)
+    source = tiny_corpus / "clips" / "spk_c_neutral" / "coeffs.npy"
+    out = tmp_path / "o" / "coeffs.npy"
+    res = infer(f"checkpoint={trained_run}", f"audio={speech}", f"source_coeffs={source}", f"out={out}", "size=64")
+    assert res.returncode == 0, res.stderr[-3000:]
+    coeffs = np.load(out)
+    assert coeffs.shape == (50, 260)
+    np.testing.assert_array_equal(coeffs[:, :80], np.tile(np.load(source)[0, :80], (50, 1)))  # identity kept
+    assert coeffs[:, 80:144].std(0).max() > 0  # the expression moves with the audio
+    info = probe_video(out.with_suffix(".mp4"))
+    assert info.n_frames == 50 and info.width == 64 and abs(info.audio_duration - info.duration) < 0.04
+
+
+@pytest.mark.parametrize("case", ["silent", "missing_checkpoint", "missing_audio"])
+def test_bad_inputs_fail_cleanly(case, trained_run, tmp_path):
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, np.zeros(16000) if case == "silent" else 0.3 * np.sin(np.arange(16000) / 5.0), 16000)
+    ckpt = tmp_path / "none" if case == "missing_checkpoint" else trained_run
+    audio = tmp_path / "nope.wav" if case == "missing_audio" else speech
+    out = tmp_path / "out.npy"
+    res = infer(f"checkpoint={ckpt}", f"audio={audio}", f"out={out}")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    message = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    expected = {"silent": "audio is silent", "missing_checkpoint": "stage=audio2exp", "missing_audio": "not found"}
+    assert len(message) == 1 and expected[case] in message[0]
+    assert not os.path.exists(out) and not os.path.exists(tmp_path / "out.mp4")
