@@ -121,3 +121,35 @@ def test_bad_audio_is_reported_by_name(tmp_path):
     write_video(video_only, np.zeros((5, 16, 16, 3), np.uint8))
     with pytest.raises(DataError, match="no audio stream"):
         load_audio(video_only)
+
+
+def encode(path, wav, codec, rate):
+    """Write mono audio with PyAV in the container named by the path's suffix."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        fmt = stream.codec_context.format.name
+        frame = av.AudioFrame.from_ndarray(wav[None].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=fmt, layout="mono", rate=rate)
+        size = stream.codec_context.frame_size or 1152
+        for chunk in resampler.resample(frame):
+            data = chunk.to_ndarray()
+            for s in range(0, data.shape[1], size):
+                piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, s:s + size]), format=fmt, layout="mono")
+                piece.sample_rate = rate
+                container.mux(stream.encode(piece))
+        container.mux(stream.encode(None))
+
+
+@pytest.mark.parametrize("suffix, codec, rate", [("mp3", "libmp3lame", 44100), ("m4a", "aac", 24000)])
+def test_load_compressed_audio(tmp_path, suffix, codec, rate):
+    t = np.arange(rate) / rate
+    path = tmp_path / f"speech.{suffix}"
+    encode(path, 0.4 * np.sin(2 * np.pi * 300 * t), codec, rate)
+    wav = load_audio(path)
+    assert abs(wav.size - 16000) < 1600  # codec delay and padding are a few tens of ms
+    spectrum = np.abs(np.fft.rfft(wav[2000:14000]))
+    assert abs(np.argmax(spectrum) * 16000 / 12000 - 300) < 3

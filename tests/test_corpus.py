@@ -113,3 +113,24 @@ def test_blink_values_detect_closed_eyes():
     lm[4, [37, 38, 43, 44], 1] = lm[4, [41, 40, 47, 46], 1]  # frame 4: upper lids on the lower lids
     blink = blink_values(lm)
     assert blink[4] > 0.9 and np.all(np.delete(blink, 4) < 0.05)
+
+
+def test_inspect_corpus_script(tiny_corpus, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = str(REPO / "scripts" / "inspect_corpus.py")
+    ok = subprocess.run([sys.executable, script, str(tiny_corpus), "--window-frames", "40"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert summary == {"clips": 6, "speakers": 3, "damaged": 0, "short": 0, "speaker_disjoint": True}
+    root = tmp_path / "c"
+    shutil.copytree(tiny_corpus, root)
+    (root / "clips" / "spk_c_happy" / "landmarks.npy").unlink()
+    bad = subprocess.run([sys.executable, script, str(root)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "damaged spk_c_happy: missing landmarks file" in bad.stdout
+    missing = subprocess.run([sys.executable, script, str(tmp_path / "none")], capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
