@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test system-packages clean
+.PHONY: demo test system-packages clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ system-packages:
 	    echo "missing system packages:$$missing; install them with: sudo apt-get install -y$$missing" >&2; exit 1; \
 	  fi; \
 	fi
+
+# The main job, on data it makes itself: a small synthetic corpus and its preview.
+demo: $(STAMP) system-packages
+	$(PY) scripts/make_corpus.py out=outputs/demo/corpus speakers=4 clips=1 resolution=128 overwrite=true
+	$(PY) scripts/inspect_corpus.py outputs/demo/corpus
+	@echo "preview: outputs/demo/corpus/preview.png and outputs/demo/corpus/preview.mp4"
 
 test: $(STAMP) system-packages
 	$(PY) -m pytest -q

@@ -90,3 +90,14 @@ def tiny_audio2exp_overrides(root, run_dir, **trainer) -> list[str]:
     base.update(trainer)
     return ["stage=audio2exp", "model=audio2exp_small", f"data.root={root}", "stage.batch_size=4",
             "stage.window_frames=16", f"trainer.run_dir={run_dir}"] + [f"trainer.{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    """A small synthetic corpus: 3 speakers (1 test) x 8 emotions x 3 levels, 64 px, two art styles."""
+    from stylization.data.synthetic.build import CorpusSpec, build_corpus
+
+    root = tmp_path_factory.mktemp("synthetic") / "corpus"
+    build_corpus(CorpusSpec(out=str(root), speakers=3, clips=1, seconds=2.0, resolution=64, workers=2,
+                            styles=("cel", "pixel_art"), art_references=2))
+    return root

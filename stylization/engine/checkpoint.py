@@ -141,8 +141,8 @@ def code_version() -> str:
                              timeout=5)
         if out.returncode == 0 and out.stdout.strip():
             return f"{__version__}+{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+        return __version__
     return __version__
 
 

@@ -1,0 +1,1 @@
+"""Text: emotion descriptions (annotation templates) and, later, the CLIP text encoder."""
