@@ -1,7 +1,8 @@
-"""Inference: ``python infer.py checkpoint=RUN audio=SPEECH [source_coeffs=X.npy] [out=OUT.npy]``.
+"""Inference: ``python infer.py checkpoint=RUN audio=SPEECH text="..." [source_coeffs=X.npy] [out=OUT.npy]``.
 
-Today: speech -> expression coefficients with a trained audio2exp run, plus a landmark
-preview video with the speech. The full image/audio/text/art pipeline extends this.
+Today: speech + emotion text -> expression coefficients with a trained style_e run (or an
+audio2exp run, which ignores the text), plus a landmark preview video with the speech. The
+full image/audio/text/art pipeline extends this.
 """
 
 import hydra
@@ -12,16 +13,20 @@ def infer(cfg: DictConfig) -> None:
     import logging
 
     from stylization.data.face_model import build_face_model
-    from stylization.engine.checkpoint import module_from_checkpoint, resolve_checkpoint
     from stylization.engine.distributed import resolve_device
-    from stylization.pipeline import (coefficients_from_audio, landmark_video, load_source_coeffs, save_outputs)
+    from stylization.errors import ConfigError
+    from stylization.pipeline import (MotionModel, coefficients_from_audio, landmark_video, load_source_coeffs,
+                                      save_outputs)
 
     log = logging.getLogger("stylization.infer")
+    text = None if cfg.text is None else str(cfg.text).strip()
+    if text is not None and not 0 < len(text) <= 300:
+        raise ConfigError("text must be a description of 1 to 300 characters")
     device = resolve_device(str(cfg.device))
-    path, state = resolve_checkpoint(str(cfg.checkpoint), "train one with: python train.py stage=audio2exp data.root=DIR")
-    net = module_from_checkpoint(state, "audio2exp", bool(cfg.use_ema), path).to(device)
+    model = MotionModel(str(cfg.checkpoint), device, bool(cfg.use_ema))
+    path = model.path
     source = load_source_coeffs(cfg.source_coeffs)
-    coeffs, wav = coefficients_from_audio(net, str(cfg.audio), source, device)
+    coeffs, wav = coefficients_from_audio(model, str(cfg.audio), source, text, float(cfg.emotion_scale), int(cfg.seed))
     frames = landmark_video(build_face_model(str(cfg.data.face_model)), coeffs, int(cfg.size)) if cfg.video else None
     for written in save_outputs(str(cfg.out), coeffs, frames, wav):
         log.info("wrote %s", written)

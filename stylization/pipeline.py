@@ -1,8 +1,8 @@
 """Inference: from the user's inputs to coefficients and video.
 
-Today this runs the stages that exist: speech -> per-frame expression coefficients with
-a trained Audio2Exp, and a preview video of the face model's landmarks with the speech
-muxed. The Style-E diffusion and the Style-A renderer plug in here as they land.
+Today this runs the stages that exist: speech (+ an emotion text) -> per-frame expression
+coefficients with a trained Style-E (or Audio2Exp alone), and a preview video of the face
+model's landmarks with the speech muxed. The Style-A renderer plugs in here as it lands.
 """
 
 from __future__ import annotations
@@ -37,27 +37,52 @@ def load_source_coeffs(path: str | None) -> np.ndarray:
     return row
 
 
-@torch.no_grad()
-def coefficients_from_audio(audio2exp: torch.nn.Module, audio_path: str, source: np.ndarray,
-                            device: torch.device, chunk_frames: int = 256) -> tuple[np.ndarray, np.ndarray]:
+class MotionModel:
+    """Speech -> expression, from a training run of stage ``style_e`` (text-controlled) or
+    ``audio2exp`` (audio only), rebuilt from the checkpoint alone."""
+
+    def __init__(self, checkpoint: str, device: torch.device, use_ema: bool = True):
+        from stylization.engine.checkpoint import module_from_checkpoint, resolve_checkpoint
+        from stylization.style_e.generate import StyleE
+
+        path, state = resolve_checkpoint(checkpoint, "train one with: python train.py stage=style_e data.root=DIR "
+                                                     "(or stage=audio2exp)")
+        self.path, self.stage = path, state.get("stage")
+        if "denoiser" in state.get("modules", {}):
+            self.style_e = StyleE.from_checkpoint(path, use_ema).to(device)
+            self.audio2exp = None
+        else:
+            self.style_e = None
+            self.audio2exp = module_from_checkpoint(state, "audio2exp", use_ema, path).to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def expression(self, mel: torch.Tensor, source_exp: torch.Tensor, text: str | None, guidance: float,
+                   seed: int) -> torch.Tensor:
+        """Mel windows [T, 1, 80, 16], source exp [64] -> expression [T, 64] (eyes open)."""
+        mel, source_exp = mel.to(self.device), source_exp.to(self.device)
+        if self.style_e is not None:
+            return self.style_e.generate(mel, source_exp, text, guidance, seed).cpu()
+        out = [self.audio2exp(mel[None, s:s + 256], source_exp[None], torch.zeros(1, len(mel[s:s + 256]),
+                                                                                  device=self.device))[0].float()
+               for s in range(0, len(mel), 256)]
+        return torch.cat(out).cpu()
+
+
+def coefficients_from_audio(model: MotionModel, audio_path: str, source: np.ndarray, text: str | None = None,
+                            guidance: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Speech file -> (coefficients [T, 260] at 25 fps, the 16 kHz audio).
 
-    Identity, pose and crop are the source's, held still; the expression comes from
-    Audio2Exp with eyes open (blink 0). Frames are processed in chunks, so audio of any
-    length works.
+    Identity, pose and crop are the source's, held still; the expression comes from the
+    motion model (with the emotion text for Style-E). Audio of any length works.
     """
     wav = load_audio(audio_path)
     check_speech(wav, audio_path)
     n_frames = n_video_frames(wav.size)
-    mel = melspectrogram(wav)
-    src_exp = torch.from_numpy(source[COEFF_SLICES["exp"]]).to(device)[None]
-    exp = []
-    for start in range(0, n_frames, chunk_frames):
-        frames = np.arange(start, min(start + chunk_frames, n_frames))
-        windows = torch.from_numpy(mel_windows(mel, frames)).to(device)[None]
-        exp.append(audio2exp(windows, src_exp, torch.zeros(1, len(frames), device=device))[0].float().cpu())
+    mel = torch.from_numpy(mel_windows(melspectrogram(wav), n_frames))
+    src_exp = torch.from_numpy(source[COEFF_SLICES["exp"]])
     coeffs = np.tile(source, (n_frames, 1))
-    coeffs[:, COEFF_SLICES["exp"]] = torch.cat(exp).numpy()
+    coeffs[:, COEFF_SLICES["exp"]] = model.expression(mel, src_exp, text, guidance, seed).numpy()
     return coeffs, wav
 
 

@@ -57,3 +57,21 @@ def test_bad_inputs_fail_cleanly(case, trained_run, tmp_path):
     expected = {"silent": "audio is silent", "missing_checkpoint": "stage=audio2exp", "missing_audio": "not found"}
     assert len(message) == 1 and expected[case] in message[0]
     assert not os.path.exists(out) and not os.path.exists(tmp_path / "out.mp4")
+
+
+def test_style_e_run_with_an_emotion_text(tiny_corpus, tmp_path):
+    from test_style_e import style_e_overrides
+
+    run_dir = tmp_path / "se"
+    cfg = compose_train(style_e_overrides(tiny_corpus, run_dir, max_steps=2, val_every_steps=100,
+                                          image_every_steps=0) + ["data.val_split=null", "stage.batch_size=2"])
+    Trainer(cfg, build_stage(cfg), init_distributed("cpu")).fit()
+    speech = tmp_path / "speech.wav"
+    soundfile.write(speech, 0.3 * np.sin(np.arange(24000) / 7.0) * (np.arange(24000) % 8000 < 5000), 16000)
+    out = tmp_path / "coeffs.npy"
+    res = infer(f"checkpoint={run_dir}", f"audio={speech}", "text=A woman speaks with a broad smile.",
+                "emotion_scale=2.0", f"out={out}", "video=false")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert np.load(out).shape == (37, 260) and not os.path.exists(tmp_path / "coeffs.mp4")
+    bad = infer(f"checkpoint={run_dir}", f"audio={speech}", "text=' '", f"out={tmp_path / 'x.npy'}")
+    assert bad.returncode == 2 and "text must be" in bad.stderr and not os.path.exists(tmp_path / "x.npy")

@@ -101,7 +101,7 @@ class ClipWindowDataset(Dataset):
         seed: int = 0,
         skip_damaged: bool = False,
         frame_cache_clips: int = 4,
-        mel_cache_clips: int = 256,
+        mel_cache_clips: int = 1024,
     ):
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
         if window_frames < 1:

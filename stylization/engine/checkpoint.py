@@ -158,11 +158,11 @@ def resolve_checkpoint(path: str | os.PathLike, hint: str = "") -> tuple[str, di
     return path, load_file(path, hint)
 
 
-def module_from_checkpoint(state: dict, name: str, use_ema: bool = True, source: str = "checkpoint"):
+def module_from_checkpoint(state: dict, name: str, use_ema: bool = True, source: str = "checkpoint", node=None):
     """Rebuild module ``name`` from a training checkpoint alone: its saved config + weights (strict).
 
-    The module is built from ``state["config"]["model"]`` (a Hydra ``_target_`` node); the
-    EMA weights are used when present and ``use_ema``.
+    The module is built from ``node`` (a Hydra ``_target_`` config), by default the saved
+    ``config["model"]``; the EMA weights are used when present and ``use_ema``.
     """
     from hydra.utils import instantiate
 
@@ -170,7 +170,7 @@ def module_from_checkpoint(state: dict, name: str, use_ema: bool = True, source:
         raise CheckpointError(f"not a training checkpoint of this project (format {state.get('format')!r})", source)
     if name not in state["modules"]:
         raise CheckpointError(f"has no module {name!r} (it has {sorted(state['modules'])})", source)
-    module = instantiate(state["config"]["model"])
+    module = instantiate(state["config"]["model"] if node is None else node)
     weights = state["ema"].get(name) if use_ema else None
     module.load_state_dict(weights if weights is not None else state["modules"][name], strict=True)
     return module.eval()

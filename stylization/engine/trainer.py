@@ -24,11 +24,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from stylization.engine import checkpoint as ckpt_io
-from stylization.engine.distributed import DistEnv, all_reduce_mean, gather_objects
+from stylization.engine.distributed import DistEnv, all_reduce_mean, gather_objects, native_bf16
 from stylization.engine.ema import EMA
 from stylization.engine.sampler import ResumableSampler
 from stylization.engine.stage import StepContext, TrainingStage
@@ -47,8 +47,46 @@ def to_device(batch, device: torch.device):
     return batch
 
 
+class EpochKeyed(Dataset):
+    """Wraps a dataset so that items are fetched by (epoch, index) keys.
+
+    The epoch travels with every index, so persistent DataLoader workers (which keep their
+    caches across epochs) still see each epoch's randomness: datasets with ``set_epoch``
+    are told the epoch before the item is built.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class EpochSampler(Sampler):
+    """A :class:`ResumableSampler` whose indices come out as (epoch, index) keys."""
+
+    def __init__(self, sampler: ResumableSampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        return ((self.sampler.epoch, i) for i in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
 class DataStream:
-    """Endless batches with a resumable position (epoch, batches consumed in that epoch)."""
+    """Endless batches with a resumable position (epoch, batches consumed in that epoch).
+
+    One DataLoader serves the whole run; with workers they are persistent, so per-worker
+    caches (mel spectrograms, decoded clips) survive from epoch to epoch.
+    """
 
     def __init__(self, dataset, batch_size: int, env: DistEnv, seed: int, num_workers: int, epoch=0, batch_in_epoch=0):
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
@@ -57,19 +95,17 @@ class DataStream:
             raise ConfigError(
                 f"the training set has {len(dataset)} windows ({self.sampler.per_rank} per process), fewer than "
                 f"stage.batch_size={batch_size}; lower the batch size or window length, or add data")
-        self.pin = env.device.type == "cuda"
         self.epoch, self.batch_in_epoch = epoch, batch_in_epoch
+        # A private generator keeps DataLoader from drawing its base seed from the global
+        # RNG, which would make resumed runs differ from uninterrupted ones.
+        self.loader = DataLoader(EpochKeyed(dataset), batch_size, sampler=EpochSampler(self.sampler),
+                                 num_workers=num_workers, drop_last=True, pin_memory=env.device.type == "cuda",
+                                 persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
         self._iter = None
 
     def _start_epoch(self):
         self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.batch_size)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-        # A private generator keeps DataLoader from drawing its base seed from the global
-        # RNG, which would make resumed runs differ from uninterrupted ones.
-        loader = DataLoader(self.dataset, self.batch_size, sampler=self.sampler, num_workers=self.num_workers,
-                            drop_last=True, pin_memory=self.pin, generator=torch.Generator().manual_seed(self.epoch))
-        self._iter = iter(loader)
+        self._iter = iter(self.loader)
 
     def next(self):
         if self._iter is None:
@@ -133,7 +169,8 @@ class Trainer:
         if str(t.precision) not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"trainer.precision must be auto, bf16 or fp32, got {t.precision!r}")
         if str(t.precision) == "bf16" and self.env.device.type == "cpu":
-            log.warning("bf16 autocast on the CPU is slow and inexact; trainer.precision=auto uses fp32 there")
+            if not native_bf16(self.env.device):
+                log.warning("this CPU has no native bf16: bf16 autocast will be slow; trainer.precision=auto uses fp32")
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.env.world_size > 1 and any(p.requires_grad for p in module.parameters()):
@@ -241,7 +278,8 @@ class Trainer:
                     break
                 batch = to_device(self.data.next(), self.env.device)
                 for m in self.raw_modules.values():
-                    m.train()
+                    # frozen modules (no trainable parameter) stay in eval mode: BatchNorm keeps its statistics
+                    m.train(any(p.requires_grad for p in m.parameters()))
                 self.ctx.step = self.step
                 logs = self.stage.training_step(batch, self.ctx)
                 for s in self.schedulers.values():

@@ -26,3 +26,18 @@ def m_lmd(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def f_lmd(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return landmark_distance(pred, target)
+
+
+def expression_landmark_errors(face_model, coeffs: torch.Tensor, exp_pred: torch.Tensor,
+                               image_size: float = 256.0) -> dict[str, torch.Tensor]:
+    """M-LMD and F-LMD of a predicted expression against the true one, in pixels of an image_size frame.
+
+    ``coeffs`` [..., 260] supply identity, pose and the true expression; ``exp_pred`` [..., 64]
+    replaces the expression. Pose comes from the ground truth, so only the expression is judged.
+    """
+    face_model = face_model.to(coeffs.device)
+    pred = coeffs.clone()
+    pred[..., 80:144] = exp_pred.to(coeffs.dtype)
+    lm_pred = face_model.landmarks_from_coeffs(pred, image_size)
+    lm_true = face_model.landmarks_from_coeffs(coeffs, image_size)
+    return {"m_lmd": m_lmd(lm_pred, lm_true), "f_lmd": f_lmd(lm_pred, lm_true)}

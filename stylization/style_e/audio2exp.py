@@ -57,7 +57,9 @@ class Audio2Exp(nn.Module):
         b, t = mel.shape[:2]
         if mel.shape[2:] != (1, 80, 16):
             raise ValueError(f"mel windows must be [B, T, 1, 80, 16], got {list(mel.shape)}")
-        audio = self.audio_encoder(mel.reshape(b * t, 1, 80, 16)).reshape(b, t, -1)
+        # Channels-last activations (with channels-last weights, see StyleE) suit oneDNN convolutions.
+        x = mel.reshape(b * t, 1, 80, 16).contiguous(memory_format=torch.channels_last)
+        audio = self.audio_encoder(x).reshape(b, t, -1)
         if source_exp.ndim == 2:
             source_exp = source_exp[:, None].expand(b, t, self.exp_dim)
         # SadTalker adds no residual from the source expression: the mapping sees it as input.

@@ -1,0 +1,75 @@
+"""Loading official (third-party) checkpoint files into our modules, strictly.
+
+Each kind knows its file's top-level structure and any documented key renames; the weights
+are read with ``torch.load(..., weights_only=True)`` (or safetensors) and loaded with
+``strict=True``. Errors name the file and the missing, unexpected or mis-shaped keys.
+
+Kinds so far:
+
+* ``sadtalker_audio2exp`` — SadTalker's ``auido2exp_00300-model.pth`` (``{"model": state_dict,
+  "epoch": ...}``) or ``SadTalker_V0.0.2_*.safetensors`` (one flat dict: the keys containing
+  ``audio2exp`` with the ``audio2exp.`` prefix removed). Into :class:`~stylization.style_e.audio2exp.Audio2Exp`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from stylization.engine.checkpoint import load_file
+from stylization.errors import CheckpointError
+
+SOURCES = {
+    "sadtalker_audio2exp": "SadTalker's release (checkpoints/auido2exp_00300-model.pth or "
+                           "SadTalker_V0.0.2_256.safetensors); see checkpoints/README.md",
+}
+
+
+def _read(path: str, kind: str) -> dict:
+    if path.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint file not found; get it from {SOURCES[kind]}", path)
+        from safetensors.torch import load_file as load_safetensors
+
+        try:
+            return load_safetensors(path)
+        except Exception as exc:
+            raise CheckpointError(f"not a readable safetensors file ({exc})", path) from None
+    return load_file(path, f"get it from {SOURCES[kind]}")
+
+
+def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tensor]:
+    """The module state dict inside an official file's top-level structure."""
+    if kind == "sadtalker_audio2exp":
+        if "model" in obj and isinstance(obj["model"], dict):
+            return obj["model"]
+        keys = [k for k in obj if "audio2exp" in k]
+        if keys:
+            return {k.split("audio2exp.", 1)[1]: obj[k] for k in keys}
+        raise CheckpointError("neither {'model': state_dict} nor keys containing 'audio2exp': not a SadTalker "
+                              "Audio2Exp checkpoint", path)
+    raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}", path)
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) -> nn.Module:
+    """``module.load_state_dict(state, strict=True)`` with a one-line error naming the bad keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shaped:
+        parts = [f"{label} {items[:5]}{' ...' if len(items) > 5 else ''} ({len(items)})"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
+                 if items]
+        raise CheckpointError("does not match the model: " + "; ".join(parts), path)
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def load_official(kind: str, path: str | os.PathLike, module: nn.Module) -> nn.Module:
+    """Read an official file of ``kind`` and load it strictly into ``module``."""
+    path = os.fspath(path)
+    return load_strict(module, extract_state_dict(kind, _read(path, kind), path), path)

@@ -1,0 +1,128 @@
+"""Diffusion over expression windows: the cosine schedule and two samplers.
+
+The network predicts x0 (the clean window), not the noise (Style²Talker, after DALL·E 2's
+prior). Nothing here knows the network: samplers call ``denoise(x_t, t) -> x0_hat`` with
+``t`` a [B] tensor of timesteps of the full T-step chain. Coefficients are never clamped
+(they are not pixels).
+
+* :class:`CosineSchedule` — Nichol & Dhariwal's schedule, tables built in float64.
+* :func:`respaced_timesteps` — the sub-chain used at inference (5 steps: 0, 200, ..., 800).
+* :class:`DDIMSampler` — deterministic for ``eta = 0`` (the paper's sampler; default).
+* :class:`AncestralSampler` — DDPM posterior sampling on the respaced chain (what the
+  official code actually ran).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Noise drawn on the generator's device (CPU by default), then moved: same seed, same noise anywhere."""
+    gen_device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+class CosineSchedule:
+    """alpha_bar(t) = f(t) / f(0), f(t) = cos²(((t / T) + s) / (1 + s) · π / 2), betas capped at 0.999.
+
+    ``alphas_cumprod[t]`` is the signal fraction after t + 1 noising steps (t = 0 .. T-1),
+    as in guided-diffusion's indexing.
+    """
+
+    def __init__(self, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+        if num_timesteps < 1:
+            raise ValueError("num_timesteps must be positive")
+        f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+        betas = np.array([min(1 - f((i + 1) / num_timesteps) / f(i / num_timesteps), max_beta)
+                          for i in range(num_timesteps)], dtype=np.float64)
+        assert (betas > 0).all() and (betas <= max_beta).all()
+        self.num_timesteps = num_timesteps
+        self.betas = betas
+        self.alphas_cumprod = np.cumprod(1.0 - betas)
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """alphas_cumprod at integer timesteps ``t`` (any shape), as float32 on t's device."""
+        table = torch.as_tensor(self.alphas_cumprod, dtype=torch.float64)
+        return table[t.long().cpu()].to(device=t.device, dtype=torch.float32)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε for [B, ...] x0 and [B] t."""
+        a = self.alpha_bar(t).reshape(-1, *([1] * (x0.ndim - 1)))
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def respaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """Evenly spaced timesteps, ascending, starting at 0: (1000, 5) -> [0, 200, 400, 600, 800]."""
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"cannot respace {num_timesteps} timesteps into {steps} steps")
+    stride = num_timesteps // steps
+    return [i * stride for i in range(steps)]
+
+
+class DDIMSampler:
+    """DDIM (Song et al. 2021, eq. 12) on a respaced chain; ``eta`` = 0 is deterministic."""
+
+    def __init__(self, schedule: CosineSchedule, steps: int = 5, eta: float = 0.0):
+        self.schedule, self.eta = schedule, float(eta)
+        self.timesteps = respaced_timesteps(schedule.num_timesteps, steps)
+
+    @torch.no_grad()
+    def sample(self, denoise: Denoiser, shape, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", x_T: torch.Tensor | None = None) -> torch.Tensor:
+        x = _randn(shape, generator, device) if x_T is None else x_T
+        ts = self.timesteps[::-1]
+        for i, t in enumerate(ts):
+            t_batch = torch.full((shape[0],), t, device=x.device, dtype=torch.long)
+            x0 = denoise(x, t_batch)
+            if i == len(ts) - 1:
+                return x0
+            a_t = float(self.schedule.alphas_cumprod[t])
+            a_prev = float(self.schedule.alphas_cumprod[ts[i + 1]])
+            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+            sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
+            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+            if sigma > 0:
+                x = x + sigma * _randn(shape, generator, x.device)
+        return x
+
+
+class AncestralSampler:
+    """Posterior sampling q(x_s | x_t, x0_hat) along the respaced chain (no noise at the end)."""
+
+    def __init__(self, schedule: CosineSchedule, steps: int = 5):
+        self.schedule = schedule
+        self.timesteps = respaced_timesteps(schedule.num_timesteps, steps)
+
+    @torch.no_grad()
+    def sample(self, denoise: Denoiser, shape, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu", x_T: torch.Tensor | None = None) -> torch.Tensor:
+        x = _randn(shape, generator, device) if x_T is None else x_T
+        ts = self.timesteps[::-1]
+        for i, t in enumerate(ts):
+            t_batch = torch.full((shape[0],), t, device=x.device, dtype=torch.long)
+            x0 = denoise(x, t_batch)
+            if i == len(ts) - 1:
+                return x0
+            a_t = float(self.schedule.alphas_cumprod[t])
+            a_prev = float(self.schedule.alphas_cumprod[ts[i + 1]])
+            beta = 1 - a_t / a_prev  # the respaced chain's own step
+            mean = (math.sqrt(a_prev) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t)) * x
+            var = beta * (1 - a_prev) / (1 - a_t)
+            x = mean + math.sqrt(var) * _randn(shape, generator, x.device)
+        return x
+
+
+def build_sampler(kind: str, schedule: CosineSchedule, steps: int, eta: float = 0.0):
+    """``"ddim"`` or ``"ancestral"`` (config helper)."""
+    if kind == "ddim":
+        return DDIMSampler(schedule, steps, eta)
+    if kind == "ancestral":
+        return AncestralSampler(schedule, steps)
+    raise ValueError(f"sampler must be 'ddim' or 'ancestral', got {kind!r}")
