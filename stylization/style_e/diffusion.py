@@ -7,13 +7,15 @@ prior). Nothing here knows the network: samplers call ``denoise(x_t, t) -> x0_ha
 
 * :class:`CosineSchedule` — Nichol & Dhariwal's schedule, tables built in float64.
 * :func:`respaced_timesteps` — the sub-chain used at inference (5 steps: 0, 200, ..., 800).
-* :class:`DDIMSampler` — deterministic for ``eta = 0`` (the paper's sampler; default).
-* :class:`AncestralSampler` — DDPM posterior sampling on the respaced chain (what the
+* :class:`RespacedSampler` — the reverse loop; its subclasses define one update ``step()``:
+  :class:`DDIMSampler` — deterministic for ``eta = 0`` (the paper's sampler; default);
+  :class:`AncestralSampler` — DDPM posterior sampling on the respaced chain (what the
   official code actually ran).
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Callable
 
@@ -66,57 +68,56 @@ def respaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return [i * stride for i in range(steps)]
 
 
-class DDIMSampler:
-    """DDIM (Song et al. 2021, eq. 12) on a respaced chain; ``eta`` = 0 is deterministic."""
-
-    def __init__(self, schedule: CosineSchedule, steps: int = 5, eta: float = 0.0):
-        self.schedule, self.eta = schedule, float(eta)
-        self.timesteps = respaced_timesteps(schedule.num_timesteps, steps)
-
-    @torch.no_grad()
-    def sample(self, denoise: Denoiser, shape, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu", x_T: torch.Tensor | None = None) -> torch.Tensor:
-        x = _randn(shape, generator, device) if x_T is None else x_T
-        ts = self.timesteps[::-1]
-        for i, t in enumerate(ts):
-            t_batch = torch.full((shape[0],), t, device=x.device, dtype=torch.long)
-            x0 = denoise(x, t_batch)
-            if i == len(ts) - 1:
-                return x0
-            a_t = float(self.schedule.alphas_cumprod[t])
-            a_prev = float(self.schedule.alphas_cumprod[ts[i + 1]])
-            eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-            sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
-            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
-            if sigma > 0:
-                x = x + sigma * _randn(shape, generator, x.device)
-        return x
-
-
-class AncestralSampler:
-    """Posterior sampling q(x_s | x_t, x0_hat) along the respaced chain (no noise at the end)."""
+class RespacedSampler(abc.ABC):
+    """The reverse loop over a respaced chain; subclasses define one update, :meth:`step`."""
 
     def __init__(self, schedule: CosineSchedule, steps: int = 5):
         self.schedule = schedule
         self.timesteps = respaced_timesteps(schedule.num_timesteps, steps)
 
+    @abc.abstractmethod
+    def step(self, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int,
+             generator: torch.Generator | None) -> torch.Tensor:
+        """x_t at timestep t and the predicted x0 -> x at the earlier timestep t_prev."""
+
     @torch.no_grad()
     def sample(self, denoise: Denoiser, shape, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", x_T: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the chain from x_T (drawn from ``generator`` when not given); returns the final x0."""
         x = _randn(shape, generator, device) if x_T is None else x_T
         ts = self.timesteps[::-1]
         for i, t in enumerate(ts):
-            t_batch = torch.full((shape[0],), t, device=x.device, dtype=torch.long)
-            x0 = denoise(x, t_batch)
+            x0 = denoise(x, torch.full((shape[0],), t, device=x.device, dtype=torch.long))
             if i == len(ts) - 1:
                 return x0
-            a_t = float(self.schedule.alphas_cumprod[t])
-            a_prev = float(self.schedule.alphas_cumprod[ts[i + 1]])
-            beta = 1 - a_t / a_prev  # the respaced chain's own step
-            mean = (math.sqrt(a_prev) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t)) * x
-            var = beta * (1 - a_prev) / (1 - a_t)
-            x = mean + math.sqrt(var) * _randn(shape, generator, x.device)
+            x = self.step(x, x0, t, ts[i + 1], generator)
         return x
+
+
+class DDIMSampler(RespacedSampler):
+    """DDIM (Song et al. 2021, eq. 12); ``eta`` = 0 is deterministic, 1 matches DDPM's variance."""
+
+    def __init__(self, schedule: CosineSchedule, steps: int = 5, eta: float = 0.0):
+        super().__init__(schedule, steps)
+        self.eta = float(eta)
+
+    def step(self, x_t, x0, t, t_prev, generator):
+        a_t, a_prev = float(self.schedule.alphas_cumprod[t]), float(self.schedule.alphas_cumprod[t_prev])
+        eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # the noise implied by x0_hat
+        sigma = self.eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
+        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+        return x + sigma * _randn(x.shape, generator, x.device) if sigma > 0 else x
+
+
+class AncestralSampler(RespacedSampler):
+    """Posterior sampling q(x_s | x_t, x0_hat) along the respaced chain (no noise at the end)."""
+
+    def step(self, x_t, x0, t, t_prev, generator):
+        a_t, a_prev = float(self.schedule.alphas_cumprod[t]), float(self.schedule.alphas_cumprod[t_prev])
+        beta = 1 - a_t / a_prev  # the respaced chain's own step
+        mean = (math.sqrt(a_prev) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t)) * x_t
+        var = beta * (1 - a_prev) / (1 - a_t)
+        return mean + math.sqrt(var) * _randn(x_t.shape, generator, x_t.device)
 
 
 def build_sampler(kind: str, schedule: CosineSchedule, steps: int, eta: float = 0.0):
