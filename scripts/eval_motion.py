@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    import numpy as np
     import torch
     from tqdm import tqdm
 

@@ -24,7 +24,7 @@ class EMA(nn.Module):
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for p_ema, p in zip(self.shadow.parameters(), module.parameters()):
+        for p_ema, p in zip(self.shadow.parameters(), module.parameters(), strict=True):
             p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - self.decay)
-        for b_ema, b in zip(self.shadow.buffers(), module.buffers()):
+        for b_ema, b in zip(self.shadow.buffers(), module.buffers(), strict=True):
             b_ema.copy_(b)
