@@ -4,11 +4,15 @@ Each kind knows its file's top-level structure and any documented key renames; t
 are read with ``torch.load(..., weights_only=True)`` (or safetensors) and loaded with
 ``strict=True``. Errors name the file and the missing, unexpected or mis-shaped keys.
 
-Kinds so far:
+Kinds so far (``KINDS`` builds each at the official configuration):
 
 * ``sadtalker_audio2exp`` — SadTalker's ``auido2exp_00300-model.pth`` (``{"model": state_dict,
   "epoch": ...}``) or ``SadTalker_V0.0.2_*.safetensors`` (one flat dict: the keys containing
   ``audio2exp`` with the ``audio2exp.`` prefix removed). Into :class:`~stylization.style_e.audio2exp.Audio2Exp`.
+* ``stylegan2_generator`` — rosinality's converted or training checkpoints; the ``g_ema`` entry.
+* ``stylegan2_discriminator`` — a training checkpoint (or one converted with ``--disc``); ``d``.
+
+Plain state dicts and DataParallel ``module.`` prefixes are accepted for every kind.
 """
 
 from __future__ import annotations
@@ -24,7 +28,30 @@ from stylization.errors import CheckpointError
 SOURCES = {
     "sadtalker_audio2exp": "SadTalker's release (checkpoints/auido2exp_00300-model.pth or "
                            "SadTalker_V0.0.2_256.safetensors); see checkpoints/README.md",
+    "stylegan2_generator": "rosinality/stylegan2-pytorch (convert_weight.py on stylegan2-ffhq-config-f.pkl gives "
+                           "stylegan2-ffhq-config-f.pt); see checkpoints/README.md",
+    "stylegan2_discriminator": "a rosinality/stylegan2-pytorch training checkpoint, or convert_weight.py --disc; "
+                               "see checkpoints/README.md",
 }
+# The entry of a dict checkpoint that holds each kind's weights.
+ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d"}
+
+
+def build_module(kind: str) -> nn.Module:
+    """The module of ``kind`` at the configuration of the official file."""
+    if kind == "sadtalker_audio2exp":
+        from stylization.style_e.audio2exp import Audio2Exp
+
+        return Audio2Exp()
+    if kind == "stylegan2_generator":
+        from stylization.style_a.stylegan2 import Generator
+
+        return Generator(1024, 512, 8, channel_multiplier=2)
+    if kind == "stylegan2_discriminator":
+        from stylization.style_a.stylegan2 import Discriminator
+
+        return Discriminator(1024, channel_multiplier=2)
+    raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 
 def _read(path: str, kind: str) -> dict:
@@ -50,7 +77,20 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
             return {k.split("audio2exp.", 1)[1]: obj[k] for k in keys}
         raise CheckpointError("neither {'model': state_dict} nor keys containing 'audio2exp': not a SadTalker "
                               "Audio2Exp checkpoint", path)
+    if kind in ENTRIES:
+        entry = ENTRIES[kind]
+        if entry in obj and isinstance(obj[entry], dict):
+            return _strip_module_prefix(obj[entry])
+        if obj and all(torch.is_tensor(v) for v in obj.values()):
+            return _strip_module_prefix(obj)  # a plain state dict
+        raise CheckpointError(f"no {entry!r} entry (top-level keys: {sorted(obj)[:8]}): not a {kind} checkpoint", path)
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}", path)
+
+
+def _strip_module_prefix(state: dict) -> dict:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) -> nn.Module:
@@ -69,7 +109,10 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) ->
     return module
 
 
-def load_official(kind: str, path: str | os.PathLike, module: nn.Module) -> nn.Module:
-    """Read an official file of ``kind`` and load it strictly into ``module``."""
+def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None = None) -> nn.Module:
+    """Read an official file of ``kind`` and load it strictly into ``module`` (default: :func:`build_module`)."""
     path = os.fspath(path)
-    return load_strict(module, extract_state_dict(kind, _read(path, kind), path), path)
+    if kind not in SOURCES:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}", path)
+    state = extract_state_dict(kind, _read(path, kind), path)
+    return load_strict(build_module(kind) if module is None else module, state, path)

@@ -1,0 +1,1 @@
+"""Style-A: the art-stylised, coefficient-driven renderer (StyleGAN2 / DualStyleGAN backbone)."""

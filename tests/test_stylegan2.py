@@ -1,0 +1,154 @@
+"""StyleGAN2 in plain PyTorch: the FIR op against a naive reference, the official layouts,
+small models forward and backward, and the checkpoint tool on official-format files."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from stylization.style_a.stylegan2 import Discriminator, Generator, Upsample, make_kernel, upfirdn2d
+
+
+def naive_upfirdn2d(x, kernel, up, down, pad):
+    """Loops over output pixels: zero-insertion upsampling, padding, true convolution, decimation."""
+    x = np.asarray(x, np.float64)
+    k = np.asarray(kernel, np.float64)
+    b, c, h, w = x.shape
+    upx = np.zeros((b, c, h * up, w * up))
+    upx[:, :, ::up, ::up] = x
+    p0, p1 = pad
+    padded = np.zeros((b, c, h * up + p0 + p1, w * up + p0 + p1))
+    src = upx[:, :, max(-p0, 0): h * up - max(-p1, 0), max(-p0, 0): w * up - max(-p1, 0)]
+    padded[:, :, max(p0, 0): max(p0, 0) + src.shape[2], max(p0, 0): max(p0, 0) + src.shape[3]] = src
+    kh, kw = k.shape
+    out_h, out_w = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
+    out = np.zeros((b, c, out_h, out_w))
+    for i in range(out_h):
+        for j in range(out_w):
+            patch = padded[:, :, i:i + kh, j:j + kw]
+            out[:, :, i, j] = (patch * k[::-1, ::-1]).sum((2, 3))  # convolution: flipped kernel
+    return out[:, :, ::down, ::down]
+
+
+@pytest.mark.parametrize("up, down, pad", [(1, 1, (1, 2)), (2, 1, (2, 1)), (1, 2, (1, 1)), (2, 2, (0, 0)),
+                                           (1, 1, (-1, 2))])
+def test_upfirdn2d_matches_the_naive_reference(up, down, pad):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 7, 6)).astype(np.float32)
+    kernel = rng.normal(size=(4, 4)).astype(np.float32)  # asymmetric: checks the flip
+    ours = upfirdn2d(torch.from_numpy(x), torch.from_numpy(kernel), up, down, pad).numpy()
+    np.testing.assert_allclose(ours, naive_upfirdn2d(x, kernel, up, down, pad), atol=1e-5)
+
+
+def test_fir_upsampling_keeps_a_constant_image_constant():
+    up = Upsample((1, 3, 3, 1))
+    out = up(torch.ones(1, 2, 8, 8))
+    assert out.shape == (1, 2, 16, 16)
+    assert torch.allclose(out[:, :, 2:-2, 2:-2], torch.ones(1, 2, 12, 12), atol=1e-6)
+    assert make_kernel([1, 3, 3, 1]).sum() == pytest.approx(1.0)
+
+
+def read_manifest(path):
+    rows = path.read_text().strip().splitlines()[1:]
+    return [(name, [int(d) for d in shape.strip("[]").split(",") if d]) for name, shape, _ in
+            (r.split("\t") for r in rows)]
+
+
+@pytest.mark.parametrize("cls, name", [(Generator, "stylegan2_generator_1024.tsv"),
+                                       (Discriminator, "stylegan2_discriminator_1024.tsv")])
+def test_full_size_layouts_match_the_manifests(shared_dir, cls, name):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / name)
+    with torch.device("meta"):
+        module = cls(1024)
+    assert [(k, list(v.shape)) for k, v in module.state_dict().items()] == manifest
+
+
+def small_generator():
+    torch.manual_seed(0)
+    return Generator(32, style_dim=32, n_mlp=2, channel_cap=16)
+
+
+def test_generator_codes_noise_and_truncation():
+    g = small_generator()
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    img, latent = g(z, return_latents=True)
+    assert img.shape == (3, 3, 32, 32) and latent.shape == (3, g.n_latent, 32) and torch.isfinite(img).all()
+    assert torch.equal(img, g(z)[0])  # stored noise: deterministic
+    w = g.style(z)
+    assert torch.allclose(g(w, input_is_latent=True)[0], img, atol=1e-6)
+    assert torch.allclose(g(latent, input_is_latent=True)[0], img, atol=1e-6)  # w+ input
+    r1 = g(z, randomize_noise=True, generator=torch.Generator().manual_seed(5))[0]
+    r2 = g(z, randomize_noise=True, generator=torch.Generator().manual_seed(5))[0]
+    assert torch.equal(r1, r2)
+    with torch.no_grad():
+        for conv in g.convs:
+            conv.noise.weight.fill_(1.0)
+    assert not torch.allclose(g(z, randomize_noise=True, generator=torch.Generator().manual_seed(6))[0],
+                              g(z)[0])
+    mean = g.mean_latent(256, generator=torch.Generator().manual_seed(0))
+    collapsed = g(z, truncation=0.0, truncation_latent=mean)[0]
+    assert torch.allclose(collapsed[0], collapsed[2], atol=1e-6)  # truncation 0: every sample is the mean face
+    with pytest.raises(ValueError, match="truncation_latent"):
+        g(z, truncation=0.5)
+
+
+def test_style_mixing_uses_the_second_code_after_the_inject_index():
+    g = small_generator()
+    z1, z2 = torch.randn(2, 32), torch.randn(2, 32)
+    _, latent = g([z1, z2], inject_index=3, return_latents=True)
+    assert torch.allclose(latent[:, 2], g.style(z1)) and torch.allclose(latent[:, 3], g.style(z2))
+    _, drawn = g([z1, z2], return_latents=True, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == latent.shape
+
+
+def test_generator_and_discriminator_train():
+    g = small_generator()
+    d = Discriminator(32, channel_cap=16)
+    for batch in (3, 5):  # minibatch-stddev groups must divide the batch
+        img, _ = g(torch.randn(batch, 32))
+        logits = d(img)
+        assert logits.shape == (batch, 1)
+        logits.mean().backward()
+    assert all(p.grad is not None for p in g.parameters() if p.requires_grad and p.ndim > 0)
+
+
+def official_file(path, manifest, entry, drop=None, extra=None):
+    """A file in rosinality's structure: {entry: state_dict, 'latent_avg': ...} from the manifest's shapes."""
+    g = torch.Generator().manual_seed(0)
+    state = {name: torch.randn(shape, generator=g) for name, shape in manifest if name != drop}
+    state.update(extra or {})
+    torch.save({entry: state, "latent_avg": torch.randn(512)}, path)
+
+
+def check(kind, path):
+    return subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", kind, str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_check_checkpoint_on_official_format_files(shared_dir, tmp_path):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "stylegan2_generator_1024.tsv")
+    good = tmp_path / "stylegan2-ffhq-config-f.pt"
+    official_file(good, manifest, "g_ema")
+    out = check("stylegan2_generator", good)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("OK") and "30,370,060 parameters" in out.stdout
+
+    def fails(path, kind, message):
+        res = check(kind, path)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 1 and len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, res
+
+    fails(tmp_path / "absent.pt", "stylegan2_generator", "not found")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    fails(truncated, "stylegan2_generator", "cannot be loaded safely")
+    missing = tmp_path / "missing.pt"
+    official_file(missing, manifest, "g_ema", drop="conv1.noise.weight")
+    fails(missing, "stylegan2_generator", "missing ['conv1.noise.weight']")
+    extra = tmp_path / "extra.pt"
+    official_file(extra, manifest, "g_ema", extra={"style.9.weight": torch.zeros(512, 512)})
+    fails(extra, "stylegan2_generator", "unexpected ['style.9.weight']")
+    fails(good, "stylegan2_discriminator", "no 'd' entry")
