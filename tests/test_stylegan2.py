@@ -152,3 +152,19 @@ def test_check_checkpoint_on_official_format_files(shared_dir, tmp_path):
     official_file(extra, manifest, "g_ema", extra={"style.9.weight": torch.zeros(512, 512)})
     fails(extra, "stylegan2_generator", "unexpected ['style.9.weight']")
     fails(good, "stylegan2_discriminator", "no 'd' entry")
+
+
+def test_deep3d_recon_net_layout_and_checkpoint(shared_dir, tmp_path):
+    from stylization.data.recon_net import ReconNet
+
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "deep3d_recon_net.tsv")
+    net = ReconNet().eval()
+    assert [(k, list(v.shape)) for k, v in net.state_dict().items()] == manifest
+    coeffs = net(torch.rand(2, 3, 224, 224))
+    assert coeffs.shape == (2, 257) and torch.count_nonzero(coeffs) == 0  # zero-initialised heads: the mean face
+    state = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    torch.save({"net_recon": state, "opt_00": {}}, tmp_path / "epoch_20.pth")
+    out = check("deep3d_recon", tmp_path / "epoch_20.pth")
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith("OK"), out.stderr
+    torch.save(state, tmp_path / "plain.pth")  # a plain state dict is accepted too
+    assert check("deep3d_recon", tmp_path / "plain.pth").returncode == 0
