@@ -11,6 +11,7 @@ Kinds so far (``KINDS`` builds each at the official configuration):
   ``audio2exp`` with the ``audio2exp.`` prefix removed). Into :class:`~stylization.style_e.audio2exp.Audio2Exp`.
 * ``stylegan2_generator`` — rosinality's converted or training checkpoints; the ``g_ema`` entry.
 * ``stylegan2_discriminator`` — a training checkpoint (or one converted with ``--disc``); ``d``.
+* ``dualstylegan_generator`` — DualStyleGAN's ``checkpoint/<style>/generator.pt`` (``g_ema``).
 * ``deep3d_recon`` — Deep3DFaceRecon's ``epoch_20.pth`` (``{'net_recon': state_dict, ...}``), into
   :class:`~stylization.data.recon_net.ReconNet`.
 
@@ -34,11 +35,13 @@ SOURCES = {
                            "stylegan2-ffhq-config-f.pt); see checkpoints/README.md",
     "stylegan2_discriminator": "a rosinality/stylegan2-pytorch training checkpoint, or convert_weight.py --disc; "
                                "see checkpoints/README.md",
+    "dualstylegan_generator": "DualStyleGAN's release (checkpoint/<style>/generator.pt); see checkpoints/README.md",
     "deep3d_recon": "Deep3DFaceRecon_pytorch's released model (checkpoints/<name>/epoch_20.pth); "
                     "see checkpoints/README.md",
 }
 # The entry of a dict checkpoint that holds each kind's weights.
-ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "deep3d_recon": "net_recon"}
+ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "dualstylegan_generator": "g_ema",
+           "deep3d_recon": "net_recon"}
 
 
 def build_module(kind: str) -> nn.Module:
@@ -55,6 +58,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.style_a.stylegan2 import Discriminator
 
         return Discriminator(1024, channel_multiplier=2)
+    if kind == "dualstylegan_generator":
+        from stylization.style_a.dualstylegan import DualStyleGAN
+
+        return DualStyleGAN(1024, 512, 8, channel_multiplier=2, res_index=6)
     if kind == "deep3d_recon":
         from stylization.data.recon_net import ReconNet
 

@@ -133,9 +133,10 @@ class EqualConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale, self.stride, self.padding = 1 / math.sqrt(in_ch * kernel ** 2), stride, padding
+        self.dilation = 1  # VToonify dilates some 3×3 convolutions (padding set to match)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.weight * self.scale, self.bias, self.stride, self.padding, self.dilation)
 
 
 class ModulatedConv2d(nn.Module):
@@ -279,24 +280,32 @@ class Generator(nn.Module):
         z = torch.randn(n, self.style_dim, generator=generator).to(self.input.input.device)
         return self.style(z).mean(0, keepdim=True)
 
+    def map_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, 512] -> w [B, 512]; z+ [B, L, 512] -> w+ [B, L, 512] (each row mapped on its own)."""
+        if z.ndim == 3:
+            return self.style(z.reshape(-1, z.shape[-1])).reshape(z.shape)
+        return self.style(z)
+
     def latents(self, styles, input_is_latent=False, truncation=1.0, truncation_latent=None, inject_index=None,
                 generator=None) -> torch.Tensor:
-        """One or two z (or w) codes [B, 512], or a w+ code [B, n_latent, 512] -> w+ [B, n_latent, 512]."""
+        """One or two codes -> w+ [B, n_latent, 512].
+
+        A code is z [B, 512] or z+ [B, n_latent, 512], or with ``input_is_latent`` w / w+.
+        Two codes mix: layers before ``inject_index`` from the first, the rest from the second.
+        """
         styles = [styles] if torch.is_tensor(styles) else list(styles)
         if not input_is_latent:
-            styles = [self.style(s) for s in styles]
+            styles = [self.map_codes(s) for s in styles]
         if truncation != 1.0:
             if truncation_latent is None:
                 raise ValueError("truncation needs truncation_latent (e.g. generator.mean_latent())")
             styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
-        if len(styles) == 1:
-            s = styles[0]
-            return s if s.ndim == 3 else s[:, None].expand(-1, self.n_latent, -1)
+        per_layer = [s if s.ndim == 3 else s[:, None].expand(-1, self.n_latent, -1) for s in styles]
+        if len(per_layer) == 1:
+            return per_layer[0]
         if inject_index is None:  # style mixing at a random layer, drawn from the given generator
             inject_index = int(torch.randint(1, self.n_latent, (1,), generator=generator))
-        first = styles[0][:, None].expand(-1, inject_index, -1)
-        second = styles[1][:, None].expand(-1, self.n_latent - inject_index, -1)
-        return torch.cat([first, second], 1)
+        return torch.cat([per_layer[0][:, :inject_index], per_layer[1][:, inject_index:]], 1)
 
     def forward(self, styles, input_is_latent: bool = False, truncation: float = 1.0, truncation_latent=None,
                 noise=None, randomize_noise: bool = False, inject_index: int | None = None,
