@@ -12,6 +12,9 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``stylegan2_generator`` — rosinality's converted or training checkpoints; the ``g_ema`` entry.
 * ``stylegan2_discriminator`` — a training checkpoint (or one converted with ``--disc``); ``d``.
 * ``dualstylegan_generator`` — DualStyleGAN's ``checkpoint/<style>/generator.pt`` (``g_ema``).
+* ``psp_encoder`` — DualStyleGAN / VToonify's ``encoder.pt`` (``{'state_dict': encoder.* + decoder.*,
+  'latent_avg', 'opts'}``), into :class:`~stylization.style_a.psp.PSP` (Z+ encoder); ``latent_avg``
+  ([18, 512] or [512]) fills the module's buffer.
 * ``deep3d_recon`` — Deep3DFaceRecon's ``epoch_20.pth`` (``{'net_recon': state_dict, ...}``), into
   :class:`~stylization.data.recon_net.ReconNet`.
 
@@ -36,12 +39,13 @@ SOURCES = {
     "stylegan2_discriminator": "a rosinality/stylegan2-pytorch training checkpoint, or convert_weight.py --disc; "
                                "see checkpoints/README.md",
     "dualstylegan_generator": "DualStyleGAN's release (checkpoint/<style>/generator.pt); see checkpoints/README.md",
+    "psp_encoder": "DualStyleGAN's / VToonify's release (checkpoint/encoder.pt); see checkpoints/README.md",
     "deep3d_recon": "Deep3DFaceRecon_pytorch's released model (checkpoints/<name>/epoch_20.pth); "
                     "see checkpoints/README.md",
 }
 # The entry of a dict checkpoint that holds each kind's weights.
 ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "dualstylegan_generator": "g_ema",
-           "deep3d_recon": "net_recon"}
+           "deep3d_recon": "net_recon", "psp_encoder": "state_dict"}
 
 
 def build_module(kind: str) -> nn.Module:
@@ -62,6 +66,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.style_a.dualstylegan import DualStyleGAN
 
         return DualStyleGAN(1024, 512, 8, channel_multiplier=2, res_index=6)
+    if kind == "psp_encoder":
+        from stylization.style_a.psp import PSP
+
+        return PSP(1024, z_plus=True)
     if kind == "deep3d_recon":
         from stylization.data.recon_net import ReconNet
 
@@ -129,5 +137,12 @@ def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None =
     path = os.fspath(path)
     if kind not in SOURCES:
         raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}", path)
-    state = extract_state_dict(kind, _read(path, kind), path)
-    return load_strict(build_module(kind) if module is None else module, state, path)
+    obj = _read(path, kind)
+    module = load_strict(build_module(kind) if module is None else module, extract_state_dict(kind, obj, path), path)
+    if kind == "psp_encoder":  # pSp adds latent_avg to every code; it lives beside the state dict
+        avg = obj.get("latent_avg")
+        if not torch.is_tensor(avg) or avg.shape[-1] != 512:
+            raise CheckpointError("has no 'latent_avg' [18, 512] (or [512]) beside its state_dict", path)
+        with torch.no_grad():
+            module.latent_avg.copy_(avg.reshape(-1, 512).expand_as(module.latent_avg))
+    return module

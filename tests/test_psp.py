@@ -1,0 +1,40 @@
+"""pSp encoder: the official layout, shapes of the codes, latent_avg, and the checkpoint tool."""
+
+import torch
+
+from stylization.loading import load_official
+from stylization.style_a.psp import PSP, GradualStyleEncoder
+from test_stylegan2 import check, read_manifest
+
+
+def test_full_size_layout_matches_the_manifest(shared_dir):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "psp_encoder.tsv")
+    with torch.device("meta"):
+        model = PSP(1024)
+    assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == manifest
+    assert sum(p.numel() for p in model.parameters()) == 297_506_764
+
+
+def test_encoder_codes_on_a_256_face():
+    torch.manual_seed(0)
+    enc = GradualStyleEncoder().eval()
+    with torch.no_grad():
+        codes = enc(torch.rand(2, 3, 256, 256) * 2 - 1)
+    assert codes.shape == (2, 18, 512) and torch.isfinite(codes).all()
+    assert not torch.allclose(codes[0], codes[1])
+
+
+def test_checkpoint_tool_and_latent_avg(shared_dir, tmp_path):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "psp_encoder.tsv")
+    g = torch.Generator().manual_seed(0)
+    state = {n: (torch.randn(s, generator=g) if s else torch.tensor(0)) for n, s in manifest}
+    avg = torch.randn(18, 512, generator=g)
+    torch.save({"state_dict": state, "latent_avg": avg, "opts": {"output_size": 1024, "input_nc": 3}},
+               tmp_path / "encoder.pt")
+    out = check("psp_encoder", tmp_path / "encoder.pt")
+    assert out.returncode == 0 and "297,506,764 parameters" in out.stdout, out.stderr
+    model = load_official("psp_encoder", tmp_path / "encoder.pt")
+    assert torch.equal(model.latent_avg, avg)
+    torch.save({"state_dict": state}, tmp_path / "no_avg.pt")
+    res = check("psp_encoder", tmp_path / "no_avg.pt")
+    assert res.returncode == 1 and "latent_avg" in res.stderr
