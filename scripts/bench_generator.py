@@ -1,10 +1,11 @@
-"""Images per second of the StyleGAN2 generator (the Style-A backbone) at 256, 512 and 1024.
+"""Images per second of the StyleGAN2 and DualStyleGAN generators (the Style-A backbone).
 
     python scripts/bench_generator.py [--sizes 256 512 1024] [--batch 1] [--repeats 3]
 
 Random weights at the official configuration (style dim 512, 8 mapping layers, channel
-multiplier 2), stored noise. CPU in fp32; CUDA, when present, in fp32 and bf16 autocast.
-The last line is a JSON object {device: {precision: {size: images_per_second}}}.
+multiplier 2), stored noise; DualStyleGAN with an extrinsic W+ code and weights 0.75 / 1.
+CPU in fp32; CUDA, when present, in fp32 and bf16 autocast. The last line is a JSON object
+{model: {device: {precision: {size: images_per_second}}}}.
 """
 
 import argparse
@@ -17,16 +18,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def images_per_second(size: int, device: str, precision: str, batch: int, repeats: int) -> float:
+def images_per_second(model: str, size: int, device: str, precision: str, batch: int, repeats: int) -> float:
     import contextlib
 
     import torch
 
+    from stylization.style_a.dualstylegan import DualStyleGAN
     from stylization.style_a.stylegan2 import Generator
 
     torch.manual_seed(0)
-    g = Generator(size).to(device).eval()
     z = torch.randn(batch, 512, device=device)
+    if model == "stylegan2":
+        net = Generator(size).to(device).eval()
+        g = net
+    else:
+        net = DualStyleGAN(size).to(device).eval()
+        ex = torch.randn(batch, net.n_latent, 512, device=device)
+        weights = [0.75] * 7 + [1.0] * (net.n_latent - 7)
+        g = lambda codes: net(codes, ex, interp_weights=weights)  # noqa: E731
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     amp = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     times = []
@@ -53,11 +62,12 @@ def main() -> None:
     if torch.cuda.is_available():
         runs += [("cuda", "fp32"), ("cuda", "bf16")]
     result: dict = {}
-    for device, precision in runs:
-        for size in args.sizes:
-            ips = images_per_second(size, device, precision, args.batch, args.repeats)
-            result.setdefault(device, {}).setdefault(precision, {})[str(size)] = ips
-            print(f"{device} {precision} {size}px: {ips} images/s")
+    for model in ("stylegan2", "dualstylegan"):
+        for device, precision in runs:
+            for size in args.sizes:
+                ips = images_per_second(model, size, device, precision, args.batch, args.repeats)
+                result.setdefault(model, {}).setdefault(device, {}).setdefault(precision, {})[str(size)] = ips
+                print(f"{model} {device} {precision} {size}px: {ips} images/s")
     print(json.dumps(result))
 
 

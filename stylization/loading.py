@@ -15,6 +15,8 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``psp_encoder`` — DualStyleGAN / VToonify's ``encoder.pt`` (``{'state_dict': encoder.* + decoder.*,
   'latent_avg', 'opts'}``), into :class:`~stylization.style_a.psp.PSP` (Z+ encoder); ``latent_avg``
   ([18, 512] or [512]) fills the module's buffer.
+* ``vtoonify_d`` — VToonify-D's ``vtoonify_s_d.pt`` etc. (``{'g_ema': whole model}``), into
+  :class:`~stylization.style_a.vtoonify.VToonifyD`.
 * ``bisenet`` — face-parsing.PyTorch / VToonify's ``faceparsing.pth`` (a plain state dict), into
   :class:`~stylization.style_a.bisenet.BiSeNet` (19 classes).
 * ``deep3d_recon`` — Deep3DFaceRecon's ``epoch_20.pth`` (``{'net_recon': state_dict, ...}``), into
@@ -42,13 +44,15 @@ SOURCES = {
                                "see checkpoints/README.md",
     "dualstylegan_generator": "DualStyleGAN's release (checkpoint/<style>/generator.pt); see checkpoints/README.md",
     "psp_encoder": "DualStyleGAN's / VToonify's release (checkpoint/encoder.pt); see checkpoints/README.md",
+    "vtoonify_d": "VToonify's release (checkpoint/vtoonify_d_<style>/vtoonify_s_d.pt); see checkpoints/README.md",
     "bisenet": "VToonify's release (checkpoint/faceparsing.pth, from face-parsing.PyTorch); see checkpoints/README.md",
     "deep3d_recon": "Deep3DFaceRecon_pytorch's released model (checkpoints/<name>/epoch_20.pth); "
                     "see checkpoints/README.md",
 }
 # The entry of a dict checkpoint that holds each kind's weights.
 ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "dualstylegan_generator": "g_ema",
-           "deep3d_recon": "net_recon", "psp_encoder": "state_dict", "bisenet": "state_dict"}
+           "deep3d_recon": "net_recon", "psp_encoder": "state_dict", "bisenet": "state_dict",
+           "vtoonify_d": "g_ema"}
 
 
 def build_module(kind: str) -> nn.Module:
@@ -73,6 +77,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.style_a.psp import PSP
 
         return PSP(1024, z_plus=True)
+    if kind == "vtoonify_d":
+        from stylization.style_a.vtoonify import VToonifyD
+
+        return VToonifyD(256, 1024)
     if kind == "bisenet":
         from stylization.style_a.bisenet import BiSeNet
 

@@ -168,3 +168,19 @@ def test_deep3d_recon_net_layout_and_checkpoint(shared_dir, tmp_path):
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1].startswith("OK"), out.stderr
     torch.save(state, tmp_path / "plain.pth")  # a plain state dict is accepted too
     assert check("deep3d_recon", tmp_path / "plain.pth").returncode == 0
+
+
+@pytest.mark.parametrize("kind, entry, manifest_name", [
+    ("stylegan2_discriminator", "d", "stylegan2_discriminator_1024.tsv"),
+    ("sadtalker_audio2exp", "model", "sadtalker_audio2exp.tsv"),
+])
+def test_check_checkpoint_other_kinds(shared_dir, tmp_path, kind, entry, manifest_name):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / manifest_name)
+    g = torch.Generator().manual_seed(0)
+    state = {n: (torch.randn(s, generator=g) if s else torch.tensor(0)) for n, s in manifest}
+    torch.save({entry: state}, tmp_path / "file.pt")
+    res = check(kind, tmp_path / "file.pt")
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1].startswith("OK"), res.stderr
+    wrapped = {f"module.{k}": v for k, v in state.items()}  # DataParallel prefixes are accepted
+    torch.save({entry: wrapped} if kind != "sadtalker_audio2exp" else {"model": state}, tmp_path / "wrapped.pt")
+    assert check(kind, tmp_path / "wrapped.pt").returncode == 0

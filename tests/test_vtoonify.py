@@ -1,0 +1,38 @@
+"""VToonify-D: the official layout, a small model's forward (sizes, masks, degree), loading."""
+
+import torch
+
+from stylization.style_a.vtoonify import VToonifyD
+from test_stylegan2 import check, read_manifest
+
+
+def test_full_size_layout_matches_the_manifest(shared_dir):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
+    with torch.device("meta"):
+        model = VToonifyD(256, 1024)
+    assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == manifest
+    assert sum(p.numel() for p in model.parameters()) == 163_812_547
+
+
+def test_small_model_forward_masks_and_degree():
+    torch.manual_seed(0)
+    model = VToonifyD(in_size=64, out_size=256, style_dim=64, channel_cap=16).eval()
+    x = torch.randn(2, 22, 64, 64)
+    style = torch.randn(2, model.generator.n_latent, 64)
+    with torch.no_grad():
+        image, masks = model(x, style, degree=0.5, return_masks=True)
+        other = model(x, style, degree=1.0)
+    assert image.shape == (2, 3, 256, 256) and torch.isfinite(image).all()
+    assert [m.shape[-1] for m in masks] == [32, 64] and all(((m >= 0) & (m <= 1)).all() for m in masks)
+    assert not torch.allclose(image, other)  # the degree changes the result
+    model.train()
+    model(x, style).mean().backward()
+    assert model.encoder[0][0].weight.grad is not None
+
+
+def test_checkpoint_tool(shared_dir, tmp_path):
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
+    g = torch.Generator().manual_seed(0)
+    torch.save({"g_ema": {n: torch.randn(s, generator=g) for n, s in manifest}}, tmp_path / "vtoonify_s_d.pt")
+    res = check("vtoonify_d", tmp_path / "vtoonify_s_d.pt")
+    assert res.returncode == 0 and "163,812,547 parameters" in res.stdout, res.stderr
