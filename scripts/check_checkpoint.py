@@ -18,7 +18,7 @@ def main() -> None:
     from stylization.loading import SOURCES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", required=True, choices=sorted(SOURCES), help="which official file this is")
+    parser.add_argument("--kind", required=True, help=f"which official file this is: {', '.join(sorted(SOURCES))}")
     parser.add_argument("path", help="the checkpoint file")
     args = parser.parse_args()
 

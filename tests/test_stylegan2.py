@@ -184,3 +184,8 @@ def test_check_checkpoint_other_kinds(shared_dir, tmp_path, kind, entry, manifes
     wrapped = {f"module.{k}": v for k, v in state.items()}  # DataParallel prefixes are accepted
     torch.save({entry: wrapped} if kind != "sadtalker_audio2exp" else {"model": state}, tmp_path / "wrapped.pt")
     assert check(kind, tmp_path / "wrapped.pt").returncode == 0
+
+
+def test_check_checkpoint_unknown_kind(tmp_path):
+    res = check("stylegan3_generator", tmp_path / "x.pt")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "unknown checkpoint kind" in res.stderr
