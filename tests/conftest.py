@@ -101,3 +101,30 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     build_corpus(CorpusSpec(out=str(root), speakers=3, clips=1, seconds=2.0, resolution=64, workers=2,
                             styles=("cel", "pixel_art"), art_references=2))
     return root
+
+
+def read_manifest(path: Path) -> list[tuple[str, list[int]]]:
+    """A parameter manifest (../shared/reference/checkpoints/*.tsv) as [(name, shape)]."""
+    rows = path.read_text().strip().splitlines()[1:]
+    return [(name, [int(d) for d in shape.strip("[]").split(",") if d]) for name, shape, _ in
+            (r.split("\t") for r in rows)]
+
+
+def write_official(path: Path, manifest, entry: str | None, drop: str | None = None, extra: dict | None = None,
+                   **top_level) -> None:
+    """A checkpoint in an official structure, {entry: state_dict, **top_level}, random tensors of
+    the manifest's shapes (``entry`` None writes the plain state dict)."""
+    g = torch.Generator().manual_seed(0)
+    state = {name: (torch.randn(shape, generator=g) if shape else torch.tensor(0)) for name, shape in manifest
+             if name != drop}
+    state.update(extra or {})
+    torch.save(state if entry is None else {entry: state, **top_level}, path)
+
+
+def check_checkpoint(kind: str, path: Path):
+    """Run scripts/check_checkpoint.py as a user would."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", kind, str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import soundfile
 
-from stylization.data.audio import (check_speech, fit_to_frames, load_audio, mel_window_starts, mel_windows,
-                                    melspectrogram, n_video_frames)
+from stylization.data.audio import (
+    check_speech,
+    fit_to_frames,
+    load_audio,
+    mel_window_starts,
+    mel_windows,
+    melspectrogram,
+    n_video_frames,
+)
 from stylization.data.video import write_video
 from stylization.errors import DataError
 

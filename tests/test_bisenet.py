@@ -1,9 +1,10 @@
 """BiSeNet face parsing: the official layout, 19-class output at the input size, plain-file loading."""
 
 import torch
+from conftest import check_checkpoint as check
+from conftest import read_manifest
 
 from stylization.style_a.bisenet import BiSeNet, normalise_for_parsing
-from test_stylegan2 import check, read_manifest
 
 
 def test_layout_forward_and_checkpoint(shared_dir, tmp_path):

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from stylization.data.coeffs import (COEFF_SLICES, SEMANTIC_DIM, WINDOW_FRAMES, semantic_vectors, semantic_windows,
-                                     split_coeffs, validate_coeffs, window_indices)
+from stylization.data.coeffs import (
+    COEFF_SLICES,
+    SEMANTIC_DIM,
+    WINDOW_FRAMES,
+    semantic_vectors,
+    semantic_windows,
+    split_coeffs,
+    validate_coeffs,
+    window_indices,
+)
 from stylization.errors import DataError
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from stylization.data.audio import mel_windows, melspectrogram, load_audio
-from stylization.data.corpus import (Corpus, assign_speaker_split, check_speaker_disjoint, read_index)
+from stylization.data.audio import load_audio, mel_windows, melspectrogram
+from stylization.data.corpus import Corpus, assign_speaker_split, check_speaker_disjoint, read_index
 from stylization.data.datasets import ClipWindowDataset, blink_values
 from stylization.data.face_model import stand_in_face_model
 from stylization.errors import DataError

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, tiny_audio2exp_overrides
 
 

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import check_checkpoint as check
+from conftest import read_manifest, write_official
 
 from stylization.errors import DataError
 from stylization.style_a.dualstylegan import DualStyleGAN, load_exstyle_codes
-from test_stylegan2 import check, read_manifest
 
 
 def test_full_size_layout_matches_the_manifest(shared_dir):
@@ -77,7 +78,6 @@ def test_exstyle_codes_load_safely(tmp_path):
 
 def test_check_checkpoint_dualstylegan(shared_dir, tmp_path):
     manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "dualstylegan_generator_1024.tsv")
-    g = torch.Generator().manual_seed(0)
-    torch.save({"g_ema": {n: torch.randn(s, generator=g) for n, s in manifest}}, tmp_path / "generator.pt")
+    write_official(tmp_path / "generator.pt", manifest, "g_ema")
     out = check("dualstylegan_generator", tmp_path / "generator.pt")
     assert out.returncode == 0 and "74,176,268 parameters" in out.stdout, out.stderr

@@ -4,10 +4,10 @@ import os
 
 import pytest
 import torch
+from conftest import compose_train, tiny_audio2exp_overrides
 from torch import nn
 from torch.utils.data import Dataset
 
-from conftest import compose_train, tiny_audio2exp_overrides
 from stylization.engine import checkpoint as ckpt_io
 from stylization.engine.distributed import init_distributed
 from stylization.engine.ema import EMA

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, tiny_audio2exp_overrides
 
 STAGES = sorted(p.stem for p in (REPO / "configs" / "stage").glob("*.yaml"))

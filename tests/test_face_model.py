@@ -6,9 +6,16 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from stylization.data.face_model import (EXPRESSION_COMPONENTS, FaceModel, build_face_model, lip_opening, load_bfm,
-                                         rotation_matrix, stand_in_face_model)
 from stylization.data.datasets import eye_openness
+from stylization.data.face_model import (
+    EXPRESSION_COMPONENTS,
+    FaceModel,
+    build_face_model,
+    lip_opening,
+    load_bfm,
+    rotation_matrix,
+    stand_in_face_model,
+)
 from stylization.errors import DataError
 
 

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import REPO, compose_train, tiny_audio2exp_overrides
+
 from stylization.data.video import probe_video
 from stylization.engine.distributed import init_distributed
 from stylization.engine.run import build_stage

@@ -1,10 +1,11 @@
 """pSp encoder: the official layout, shapes of the codes, latent_avg, and the checkpoint tool."""
 
 import torch
+from conftest import check_checkpoint as check
+from conftest import read_manifest, write_official
 
 from stylization.loading import load_official
 from stylization.style_a.psp import PSP, GradualStyleEncoder
-from test_stylegan2 import check, read_manifest
 
 
 def test_full_size_layout_matches_the_manifest(shared_dir):
@@ -26,15 +27,13 @@ def test_encoder_codes_on_a_256_face():
 
 def test_checkpoint_tool_and_latent_avg(shared_dir, tmp_path):
     manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "psp_encoder.tsv")
-    g = torch.Generator().manual_seed(0)
-    state = {n: (torch.randn(s, generator=g) if s else torch.tensor(0)) for n, s in manifest}
-    avg = torch.randn(18, 512, generator=g)
-    torch.save({"state_dict": state, "latent_avg": avg, "opts": {"output_size": 1024, "input_nc": 3}},
-               tmp_path / "encoder.pt")
+    avg = torch.randn(18, 512)
+    write_official(tmp_path / "encoder.pt", manifest, "state_dict", latent_avg=avg,
+                   opts={"output_size": 1024, "input_nc": 3})
     out = check("psp_encoder", tmp_path / "encoder.pt")
     assert out.returncode == 0 and "297,506,764 parameters" in out.stdout, out.stderr
     model = load_official("psp_encoder", tmp_path / "encoder.pt")
     assert torch.equal(model.latent_avg, avg)
-    torch.save({"state_dict": state}, tmp_path / "no_avg.pt")
+    write_official(tmp_path / "no_avg.pt", manifest, "state_dict")
     res = check("psp_encoder", tmp_path / "no_avg.pt")
     assert res.returncode == 1 and "latent_avg" in res.stderr

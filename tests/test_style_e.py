@@ -5,18 +5,22 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import compose_train
+
 from stylization.errors import CheckpointError
 from stylization.loading import load_official
 from stylization.style_e.audio2exp import Audio2Exp
 from stylization.style_e.denoiser import DiffMLP
-from stylization.style_e.diffusion import (AncestralSampler, CosineSchedule, DDIMSampler, build_sampler,
-                                           respaced_timesteps)
+from stylization.style_e.diffusion import (
+    AncestralSampler,
+    CosineSchedule,
+    DDIMSampler,
+    build_sampler,
+    respaced_timesteps,
+)
 from stylization.style_e.generate import StyleE
 from stylization.style_e.sequence import blend_windows, split_windows, window_starts
 from stylization.style_e.text_encoder import ClipTextEncoder, interpolate_texts, tiny_clip_config
-
 
 # -- schedule and samplers ---------------------------------------------------------------
 

@@ -1,14 +1,12 @@
 """StyleGAN2 in plain PyTorch: the FIR op against a naive reference, the official layouts,
 small models forward and backward, and the checkpoint tool on official-format files."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from conftest import check_checkpoint as check
+from conftest import read_manifest, write_official
 
-from conftest import REPO
 from stylization.style_a.stylegan2 import Discriminator, Generator, Upsample, make_kernel, upfirdn2d
 
 
@@ -49,12 +47,6 @@ def test_fir_upsampling_keeps_a_constant_image_constant():
     assert out.shape == (1, 2, 16, 16)
     assert torch.allclose(out[:, :, 2:-2, 2:-2], torch.ones(1, 2, 12, 12), atol=1e-6)
     assert make_kernel([1, 3, 3, 1]).sum() == pytest.approx(1.0)
-
-
-def read_manifest(path):
-    rows = path.read_text().strip().splitlines()[1:]
-    return [(name, [int(d) for d in shape.strip("[]").split(",") if d]) for name, shape, _ in
-            (r.split("\t") for r in rows)]
 
 
 @pytest.mark.parametrize("cls, name", [(Generator, "stylegan2_generator_1024.tsv"),
@@ -115,23 +107,10 @@ def test_generator_and_discriminator_train():
     assert all(p.grad is not None for p in g.parameters() if p.requires_grad and p.ndim > 0)
 
 
-def official_file(path, manifest, entry, drop=None, extra=None):
-    """A file in rosinality's structure: {entry: state_dict, 'latent_avg': ...} from the manifest's shapes."""
-    g = torch.Generator().manual_seed(0)
-    state = {name: torch.randn(shape, generator=g) for name, shape in manifest if name != drop}
-    state.update(extra or {})
-    torch.save({entry: state, "latent_avg": torch.randn(512)}, path)
-
-
-def check(kind, path):
-    return subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", kind, str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_check_checkpoint_on_official_format_files(shared_dir, tmp_path):
     manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "stylegan2_generator_1024.tsv")
     good = tmp_path / "stylegan2-ffhq-config-f.pt"
-    official_file(good, manifest, "g_ema")
+    write_official(good, manifest, "g_ema", latent_avg=torch.randn(512))
     out = check("stylegan2_generator", good)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].startswith("OK") and "30,370,060 parameters" in out.stdout
@@ -146,10 +125,10 @@ def test_check_checkpoint_on_official_format_files(shared_dir, tmp_path):
     truncated.write_bytes(good.read_bytes()[:1000])
     fails(truncated, "stylegan2_generator", "cannot be loaded safely")
     missing = tmp_path / "missing.pt"
-    official_file(missing, manifest, "g_ema", drop="conv1.noise.weight")
+    write_official(missing, manifest, "g_ema", drop="conv1.noise.weight")
     fails(missing, "stylegan2_generator", "missing ['conv1.noise.weight']")
     extra = tmp_path / "extra.pt"
-    official_file(extra, manifest, "g_ema", extra={"style.9.weight": torch.zeros(512, 512)})
+    write_official(extra, manifest, "g_ema", extra={"style.9.weight": torch.zeros(512, 512)})
     fails(extra, "stylegan2_generator", "unexpected ['style.9.weight']")
     fails(good, "stylegan2_discriminator", "no 'd' entry")
 
@@ -176,14 +155,13 @@ def test_deep3d_recon_net_layout_and_checkpoint(shared_dir, tmp_path):
 ])
 def test_check_checkpoint_other_kinds(shared_dir, tmp_path, kind, entry, manifest_name):
     manifest = read_manifest(shared_dir / "reference" / "checkpoints" / manifest_name)
-    g = torch.Generator().manual_seed(0)
-    state = {n: (torch.randn(s, generator=g) if s else torch.tensor(0)) for n, s in manifest}
-    torch.save({entry: state}, tmp_path / "file.pt")
+    write_official(tmp_path / "file.pt", manifest, entry)
     res = check(kind, tmp_path / "file.pt")
     assert res.returncode == 0 and res.stdout.strip().splitlines()[-1].startswith("OK"), res.stderr
-    wrapped = {f"module.{k}": v for k, v in state.items()}  # DataParallel prefixes are accepted
-    torch.save({entry: wrapped} if kind != "sadtalker_audio2exp" else {"model": state}, tmp_path / "wrapped.pt")
-    assert check(kind, tmp_path / "wrapped.pt").returncode == 0
+    if kind != "sadtalker_audio2exp":  # DataParallel "module." prefixes are accepted
+        state = torch.load(tmp_path / "file.pt", weights_only=True)[entry]
+        torch.save({entry: {f"module.{k}": v for k, v in state.items()}}, tmp_path / "wrapped.pt")
+        assert check(kind, tmp_path / "wrapped.pt").returncode == 0
 
 
 def test_check_checkpoint_unknown_kind(tmp_path):

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
+
 from stylization.data.corpus import Corpus
 from stylization.data.datasets import ClipWindowDataset
 from stylization.data.face_model import EXPRESSION_COMPONENTS, stand_in_face_model

@@ -1,9 +1,10 @@
 """VToonify-D: the official layout, a small model's forward (sizes, masks, degree), loading."""
 
 import torch
+from conftest import check_checkpoint as check
+from conftest import read_manifest, write_official
 
 from stylization.style_a.vtoonify import VToonifyD
-from test_stylegan2 import check, read_manifest
 
 
 def test_full_size_layout_matches_the_manifest(shared_dir):
@@ -32,7 +33,6 @@ def test_small_model_forward_masks_and_degree():
 
 def test_checkpoint_tool(shared_dir, tmp_path):
     manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
-    g = torch.Generator().manual_seed(0)
-    torch.save({"g_ema": {n: torch.randn(s, generator=g) for n, s in manifest}}, tmp_path / "vtoonify_s_d.pt")
+    write_official(tmp_path / "vtoonify_s_d.pt", manifest, "g_ema")
     res = check("vtoonify_d", tmp_path / "vtoonify_s_d.pt")
     assert res.returncode == 0 and "163,812,547 parameters" in res.stdout, res.stderr
