@@ -167,3 +167,18 @@ def test_check_checkpoint_other_kinds(shared_dir, tmp_path, kind, entry, manifes
 def test_check_checkpoint_unknown_kind(tmp_path):
     res = check("stylegan3_generator", tmp_path / "x.pt")
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "unknown checkpoint kind" in res.stderr
+
+
+def test_conditional_discriminator_depends_on_degree_and_style():
+    from stylization.style_a.stylegan2 import ConditionalDiscriminator
+
+    torch.manual_seed(0)
+    d = ConditionalDiscriminator(32, num_styles=6, channel_cap=16)
+    x = torch.randn(4, 3, 32, 32)
+    degree, style = torch.full((4,), 0.5), torch.tensor([0, 1, 2, 3])
+    logits = d(x, degree, style)
+    assert logits.shape == (4, 1)
+    assert not torch.allclose(d(x, torch.ones(4), style), logits)
+    assert not torch.allclose(d(x, degree, torch.tensor([5, 5, 5, 5])), logits)
+    logits.mean().backward()
+    assert d.style_mapper.weight.grad is not None and d.label_mapper[0].weight.grad is not None

@@ -362,7 +362,8 @@ class ResBlock(nn.Module):
 class Discriminator(nn.Module):
     """StyleGAN2 residual discriminator: images [B, 3, size, size] -> logits [B, 1]."""
 
-    def __init__(self, size: int, channel_multiplier: int = 2, channel_cap: int = 512, blur_kernel=DEFAULT_BLUR):
+    def __init__(self, size: int, channel_multiplier: int = 2, channel_cap: int = 512, blur_kernel=DEFAULT_BLUR,
+                 out_dim: int = 1):
         super().__init__()
         log_size = int(math.log2(size))
         if 2 ** log_size != size or size < 8:
@@ -376,14 +377,42 @@ class Discriminator(nn.Module):
         self.convs = nn.Sequential(*convs)
         self.stddev_group, self.stddev_feat = 4, 1
         self.final_conv = ConvLayer(in_ch + 1, ch[4], 3)
-        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 4 * 4, ch[4], activation=True), EqualLinear(ch[4], 1))
+        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 4 * 4, ch[4], activation=True),
+                                          EqualLinear(ch[4], out_dim))
 
     def forward(self, x):
+        """[B, 3, size, size] -> [B, out_dim] (logits when out_dim is 1)."""
+        return self.final_linear(self.features(x))
+
+    def features(self, x):
+        """The flattened 4×4 features before ``final_linear``: [B, 16 · C]."""
         out = self.convs(x)
         b, c, h, w = out.shape
         group = max(g for g in range(1, min(b, self.stddev_group) + 1) if b % g == 0)  # minibatch-stddev groups
         y = out.reshape(group, -1, self.stddev_feat, c // self.stddev_feat, h, w)
         y = torch.sqrt(y.var(0, unbiased=False) + 1e-8).mean((2, 3, 4), keepdim=True).squeeze(2)
         y = y.repeat(group, 1, h, w)
-        out = self.final_conv(torch.cat([out, y], 1))
-        return self.final_linear(out.reshape(b, -1))
+        return self.final_conv(torch.cat([out, y], 1)).reshape(b, -1)
+
+
+class ConditionalDiscriminator(Discriminator):
+    """Projection discriminator conditioned on the style degree and the art-style index (VToonify's).
+
+    ``final_linear`` gives a 128-d embedding h; the condition c = [MLP(degree) (64), Embedding(style) (64)];
+    the logit is <h, c> / sqrt(128).
+    """
+
+    def __init__(self, size: int, num_styles: int, channel_multiplier: int = 2, channel_cap: int = 512,
+                 condition_dim: int = 128):
+        super().__init__(size, channel_multiplier, channel_cap, out_dim=condition_dim)
+        half = condition_dim // 2
+        self.condition_dim = condition_dim
+        self.label_mapper = nn.Sequential(nn.Linear(1, 64), nn.LeakyReLU(0.2), nn.Linear(64, 64), nn.LeakyReLU(0.2),
+                                          nn.Linear(64, half))
+        self.style_mapper = nn.Embedding(num_styles, condition_dim - half)
+
+    def forward(self, x, degree: torch.Tensor, style_index: torch.Tensor):
+        """x [B, 3, size, size], degree [B] in [0, 1], style_index [B] (long) -> logits [B, 1]."""
+        h = self.final_linear(self.features(x))
+        condition = torch.cat([self.label_mapper(degree.reshape(-1, 1).to(h.dtype)), self.style_mapper(style_index)], 1)
+        return (h * condition).sum(1, keepdim=True) / math.sqrt(self.condition_dim)
