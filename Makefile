@@ -27,11 +27,10 @@ system-packages:
 	  fi; \
 	fi
 
-# The main job, on data it makes itself: a small synthetic corpus and its preview.
+# The main job, on data it makes itself: a small synthetic corpus, small Style-E and Style-A
+# models trained on it, and infer.py on held-out inputs -> outputs/demo/demo.mp4 + sheet.png.
 demo: $(STAMP) system-packages
-	$(PY) scripts/make_corpus.py out=outputs/demo/corpus speakers=4 clips=1 resolution=128 overwrite=true
-	$(PY) scripts/inspect_corpus.py outputs/demo/corpus
-	@echo "preview: outputs/demo/corpus/preview.png and outputs/demo/corpus/preview.mp4"
+	$(PY) scripts/demo.py
 
 test: $(STAMP) system-packages
 	$(PY) -m pytest -q

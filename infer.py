@@ -1,8 +1,10 @@
-"""Inference: ``python infer.py checkpoint=RUN audio=SPEECH text="..." [source_coeffs=X.npy] [out=OUT.npy]``.
+"""Inference: ``python infer.py image=PHOTO audio=SPEECH text="..." art=ART out=OUT.mp4``.
 
-Today: speech + emotion text -> expression coefficients with a trained style_e run (or an
-audio2exp run, which ignores the text), plus a landmark preview video with the speech. The
-full image/audio/text/art pipeline extends this.
+Photo + speech + emotion text + art picture -> a stylised talking-head video with the speech,
+the generated coefficients (``OUT.npy``) and a contact sheet (``OUT_sheet.png``); see
+stylization/pipeline.py for the stages and configs/infer.yaml for the options. ``batch=CSV``
+renders many tuples. Without ``image`` the motion model runs alone (coefficients + a landmark
+preview). Expected mistakes end with one ``error:`` line and exit 1 (2 for usage errors).
 """
 
 import hydra
@@ -12,25 +14,28 @@ from omegaconf import DictConfig
 def infer(cfg: DictConfig) -> None:
     import logging
 
-    from stylization.data.face_model import build_face_model
     from stylization.engine.distributed import resolve_device
-    from stylization.errors import ConfigError
-    from stylization.pipeline import (MotionModel, coefficients_from_audio, landmark_video, load_source_coeffs,
-                                      save_outputs)
+    from stylization.errors import ConfigError, DataError
+    from stylization.pipeline import Job, Pipeline, read_batch, run_batch
 
     log = logging.getLogger("stylization.infer")
-    text = None if cfg.text is None else str(cfg.text).strip()
-    if text is not None and not 0 < len(text) <= 300:
-        raise ConfigError("text must be a description of 1 to 300 characters")
-    device = resolve_device(str(cfg.device))
-    model = MotionModel(str(cfg.checkpoint), device, bool(cfg.use_ema))
-    path = model.path
-    source = load_source_coeffs(cfg.source_coeffs)
-    coeffs, wav = coefficients_from_audio(model, str(cfg.audio), source, text, float(cfg.emotion_scale), int(cfg.seed))
-    frames = landmark_video(build_face_model(str(cfg.data.face_model)), coeffs, int(cfg.size)) if cfg.video else None
-    for written in save_outputs(str(cfg.out), coeffs, frames, wav):
-        log.info("wrote %s", written)
-    print(f"{len(coeffs)} frames at 25 fps from {path}")
+    if cfg.batch is None and cfg.audio is None:
+        raise ConfigError("give audio=SPEECH (and image=, text=, art=), or batch=TUPLES.csv")
+    rows = read_batch(str(cfg.batch)) if cfg.batch is not None else None
+    pipeline = Pipeline(cfg, resolve_device(str(cfg.device)))
+    if rows is not None:
+        defaults = {k: cfg[k] for k in ("text", "art", "art_style", "pose", "emotion_scale", "seed") if cfg[k] is not None}
+        done, failures = run_batch(pipeline, rows, defaults)
+        print(f"{done} of {len(rows)} rows rendered")
+        if failures:
+            raise DataError(f"{len(failures)} of {len(rows)} rows failed ({'; '.join(failures)[:500]})", str(cfg.batch))
+        return
+    job = Job(audio=str(cfg.audio), out=str(cfg.out), image=cfg.image, text=cfg.text, art=cfg.art,
+              art_style=cfg.art_style, pose=cfg.pose, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
+    for path in pipeline.run(job):
+        log.info("wrote %s", path)
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in job.timings.items()))
+    print(f"wrote {job.out}")
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="infer")

@@ -17,6 +17,10 @@ Kinds so far (``KINDS`` builds each at the official configuration):
   ([18, 512] or [512]) fills the module's buffer.
 * ``vtoonify_d`` — VToonify-D's ``vtoonify_s_d.pt`` etc. (``{'g_ema': whole model}``), into
   :class:`~stylization.style_a.vtoonify.VToonifyD`.
+* ``styleheat`` — StyleHEAT's ``StyleHEAT_visual.pt`` (``{'net_G_ema': whole model}``): its
+  ``video_warper.*`` and ``calibrator.*`` renamed by :func:`~stylization.style_a.style_a.styleheat_state`
+  (the rest, HFGI inversion and the audio warper, is not Style-A's and is ignored), into the
+  motion generator and refinement network of a Style-A generator (:class:`~stylization.style_a.style_a.MotionParts`).
 * ``bisenet`` — face-parsing.PyTorch / VToonify's ``faceparsing.pth`` (a plain state dict), into
   :class:`~stylization.style_a.bisenet.BiSeNet` (19 classes).
 * ``deep3d_recon`` — Deep3DFaceRecon's ``epoch_20.pth`` (``{'net_recon': state_dict, ...}``), into
@@ -45,6 +49,7 @@ SOURCES = {
     "dualstylegan_generator": "DualStyleGAN's release (checkpoint/<style>/generator.pt); see checkpoints/README.md",
     "psp_encoder": "DualStyleGAN's / VToonify's release (checkpoint/encoder.pt); see checkpoints/README.md",
     "vtoonify_d": "VToonify's release (checkpoint/vtoonify_d_<style>/vtoonify_s_d.pt); see checkpoints/README.md",
+    "styleheat": "StyleHEAT's release (checkpoints/StyleHEAT_visual.pt, FeiiYin/StyleHEAT); see checkpoints/README.md",
     "bisenet": "VToonify's release (checkpoint/faceparsing.pth, from face-parsing.PyTorch); see checkpoints/README.md",
     "deep3d_recon": "Deep3DFaceRecon_pytorch's released model (checkpoints/<name>/epoch_20.pth); "
                     "see checkpoints/README.md",
@@ -52,7 +57,7 @@ SOURCES = {
 # The entry of a dict checkpoint that holds each kind's weights.
 ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "dualstylegan_generator": "g_ema",
            "deep3d_recon": "net_recon", "psp_encoder": "state_dict", "bisenet": "state_dict",
-           "vtoonify_d": "g_ema"}
+           "vtoonify_d": "g_ema", "styleheat": "net_G_ema"}
 
 
 def build_module(kind: str) -> nn.Module:
@@ -81,6 +86,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.style_a.vtoonify import VToonifyD
 
         return VToonifyD(256, 1024)
+    if kind == "styleheat":
+        from stylization.style_a.style_a import MotionParts
+
+        return MotionParts()
     if kind == "bisenet":
         from stylization.style_a.bisenet import BiSeNet
 
@@ -115,6 +124,14 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
             return {k.split("audio2exp.", 1)[1]: obj[k] for k in keys}
         raise CheckpointError("neither {'model': state_dict} nor keys containing 'audio2exp': not a SadTalker "
                               "Audio2Exp checkpoint", path)
+    if kind == "styleheat":
+        from stylization.style_a.style_a import styleheat_state
+
+        entry = obj.get("net_G_ema", obj)
+        if not isinstance(entry, dict) or not any(k.startswith(("video_warper.", "calibrator.")) for k in entry):
+            raise CheckpointError("no 'net_G_ema' with video_warper.* / calibrator.* keys: not a StyleHEAT checkpoint",
+                                  path)
+        return styleheat_state(_strip_module_prefix(entry))
     if kind in ENTRIES:
         entry = ENTRIES[kind]
         if entry in obj and isinstance(obj[entry], dict):
@@ -131,9 +148,8 @@ def _strip_module_prefix(state: dict) -> dict:
     return state
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) -> nn.Module:
-    """``module.load_state_dict(state, strict=True)`` with a one-line error naming the bad keys."""
-    own = module.state_dict()
+def check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], path: str) -> None:
+    """Raise a one-line :class:`CheckpointError` unless ``state`` has exactly ``own``'s keys and shapes."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shaped = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own
@@ -143,8 +159,36 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) ->
                  for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped))
                  if items]
         raise CheckpointError("does not match the model: " + "; ".join(parts), path)
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) -> nn.Module:
+    """``module.load_state_dict(state, strict=True)`` with a one-line error naming the bad keys."""
+    check_keys(module.state_dict(), state, path)
     module.load_state_dict(state, strict=True)
     return module
+
+
+def load_style_a(generator: nn.Module, vtoonify: str | None = None, styleheat: str | None = None) -> nn.Module:
+    """Initialise a :class:`~stylization.style_a.style_a.StyleAGenerator` from official files.
+
+    ``vtoonify`` (a VToonify-D ``g_ema`` file) must match every parameter except ``motion.*`` and
+    ``refinement.*`` exactly; ``styleheat`` (``StyleHEAT_visual.pt``) supplies those two through
+    the documented rename map (only ``motion.*`` when the model has no refinement network).
+    """
+    if vtoonify is not None:
+        vtoonify = os.fspath(vtoonify)
+        state = extract_state_dict("vtoonify_d", _read(vtoonify, "vtoonify_d"), vtoonify)
+        own = {k: v for k, v in generator.state_dict().items() if not k.startswith(("motion.", "refinement."))}
+        check_keys(own, state, vtoonify)
+        generator.load_state_dict(state, strict=False)  # strictness checked above, for this subset
+    if styleheat is not None:
+        parts = generator.motion_parts()
+        styleheat = os.fspath(styleheat)
+        state = extract_state_dict("styleheat", _read(styleheat, "styleheat"), styleheat)
+        if parts.refinement is None:
+            state = {k: v for k, v in state.items() if k.startswith("motion.")}
+        load_strict(parts, state, styleheat)
+    return generator
 
 
 def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None = None) -> nn.Module:
@@ -153,11 +197,11 @@ def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None =
     if kind not in SOURCES:
         raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}", path)
     obj = _read(path, kind)
-    module = load_strict(build_module(kind) if module is None else module, extract_state_dict(kind, obj, path), path)
+    module = build_module(kind) if module is None else module
+    state = extract_state_dict(kind, obj, path)
     if kind == "psp_encoder":  # pSp adds latent_avg to every code; it lives beside the state dict
         avg = obj.get("latent_avg")
         if not torch.is_tensor(avg) or avg.shape[-1] != 512:
             raise CheckpointError("has no 'latent_avg' [18, 512] (or [512]) beside its state_dict", path)
-        with torch.no_grad():
-            module.latent_avg.copy_(avg.reshape(-1, 512).expand_as(module.latent_avg))
-    return module
+        state = {**state, "latent_avg": avg.reshape(-1, 512).expand_as(module.latent_avg).clone()}
+    return load_strict(module, state, path)

@@ -1,4 +1,4 @@
-"""infer.py today: speech -> coefficients with a trained audio2exp run, and a landmark video."""
+"""infer.py without a photo: speech -> coefficients with the motion model alone, and a landmark preview."""
 
 import os
 import subprocess
@@ -33,14 +33,14 @@ def test_speech_becomes_coefficients_and_video(trained_run, tiny_corpus, tmp_pat
     tone = 0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
     soundfile.write(speech, np.stack([tone, tone], -1), 44100)
     source = tiny_corpus / "clips" / "spk_c_neutral" / "coeffs.npy"
-    out = tmp_path / "o" / "coeffs.npy"
-    res = infer(f"checkpoint={trained_run}", f"audio={speech}", f"source_coeffs={source}", f"out={out}", "size=64")
+    out = tmp_path / "o" / "talk.mp4"
+    res = infer(f"style_e={trained_run}", f"audio={speech}", f"source_coeffs={source}", f"out={out}", "size=64")
     assert res.returncode == 0, res.stderr[-3000:]
-    coeffs = np.load(out)
+    coeffs = np.load(out.with_suffix(".npy"))
     assert coeffs.shape == (50, 260)
     np.testing.assert_array_equal(coeffs[:, :80], np.tile(np.load(source)[0, :80], (50, 1)))  # identity kept
     assert coeffs[:, 80:144].std(0).max() > 0  # the expression moves with the audio
-    info = probe_video(out.with_suffix(".mp4"))
+    info = probe_video(out)
     assert info.n_frames == 50 and info.width == 64 and abs(info.audio_duration - info.duration) < 0.04
 
 
@@ -50,13 +50,13 @@ def test_bad_inputs_fail_cleanly(case, trained_run, tmp_path):
     soundfile.write(speech, np.zeros(16000) if case == "silent" else 0.3 * np.sin(np.arange(16000) / 5.0), 16000)
     ckpt = tmp_path / "none" if case == "missing_checkpoint" else trained_run
     audio = tmp_path / "nope.wav" if case == "missing_audio" else speech
-    out = tmp_path / "out.npy"
-    res = infer(f"checkpoint={ckpt}", f"audio={audio}", f"out={out}")
+    out = tmp_path / "out.mp4"
+    res = infer(f"style_e={ckpt}", f"audio={audio}", f"out={out}")
     assert res.returncode == 1 and "Traceback" not in res.stderr
     message = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     expected = {"silent": "audio is silent", "missing_checkpoint": "stage=audio2exp", "missing_audio": "not found"}
     assert len(message) == 1 and expected[case] in message[0]
-    assert not os.path.exists(out) and not os.path.exists(tmp_path / "out.mp4")
+    assert not os.path.exists(out) and not os.path.exists(tmp_path / "out.npy")
 
 
 def test_style_e_run_with_an_emotion_text(tiny_corpus, tmp_path):
@@ -68,10 +68,10 @@ def test_style_e_run_with_an_emotion_text(tiny_corpus, tmp_path):
     Trainer(cfg, build_stage(cfg), init_distributed("cpu")).fit()
     speech = tmp_path / "speech.wav"
     soundfile.write(speech, 0.3 * np.sin(np.arange(24000) / 7.0) * (np.arange(24000) % 8000 < 5000), 16000)
-    out = tmp_path / "coeffs.npy"
-    res = infer(f"checkpoint={run_dir}", f"audio={speech}", "text=A woman speaks with a broad smile.",
+    out = tmp_path / "coeffs.mp4"
+    res = infer(f"style_e={run_dir}", f"audio={speech}", "text=A woman speaks with a broad smile.",
                 "emotion_scale=2.0", f"out={out}", "video=false")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert np.load(out).shape == (37, 260) and not os.path.exists(tmp_path / "coeffs.mp4")
-    bad = infer(f"checkpoint={run_dir}", f"audio={speech}", "text=' '", f"out={tmp_path / 'x.npy'}")
+    assert np.load(tmp_path / "coeffs.npy").shape == (37, 260) and not os.path.exists(out)
+    bad = infer(f"style_e={run_dir}", f"audio={speech}", "text=' '", f"out={tmp_path / 'x.mp4'}")
     assert bad.returncode == 2 and "text must be" in bad.stderr and not os.path.exists(tmp_path / "x.npy")

@@ -188,12 +188,15 @@ def flow_to_grid(flow: torch.Tensor) -> torch.Tensor:
 def warp(x: torch.Tensor, flow: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
     """Resample x [B, C, H, W] where the flow [B, 2, h, w] (pixels of its own grid) points.
 
-    The grid is resized bilinearly to x's size when they differ. ``align_corners=False`` is what
+    A flow of another size is resized bilinearly to x's and rescaled to x's pixels first, so a zero
+    flow stays zero at any size. ``align_corners=False`` is what
     PIRenderer (and so StyleHEAT's and StyleTalk's weights) used, although its grid puts pixel
     centres at ±1: a zero flow then shrinks the image by half a pixel at the borders. ``True``
     makes a zero flow the exact identity; use it for models trained here from scratch.
     """
-    grid = flow_to_grid(flow)
-    if grid.shape[1:3] != x.shape[-2:]:
-        grid = F.interpolate(grid.permute(0, 3, 1, 2), size=x.shape[-2:], mode="bilinear").permute(0, 2, 3, 1)
-    return F.grid_sample(x, grid, align_corners=align_corners)
+    h, w = flow.shape[-2:]
+    if (h, w) != tuple(x.shape[-2:]):
+        sy, sx = (x.shape[-2] - 1) / max(h - 1, 1), (x.shape[-1] - 1) / max(w - 1, 1)
+        flow = F.interpolate(flow, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        flow = flow * torch.tensor([sx, sy], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+    return F.grid_sample(x, flow_to_grid(flow), align_corners=align_corners)

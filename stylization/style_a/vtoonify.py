@@ -88,32 +88,48 @@ class VToonifyD(nn.Module):
             self.res.append(AdaResBlock(ch[2 ** i], style_dim, dilation=2 ** (5 - i)))
             self.res.append(AdaResBlock(ch[2 ** i], style_dim, dilation=2 ** (5 - i)))
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, degree: float = 0.5, return_masks: bool = False):
-        """x [B, 22, H, W] (RGB in [-1, 1] + parsing logits / 16), style W+ [B, 18, 512] (or [B, 512]),
-        degree d_s in [0, 1] -> image [B, 3, 4H, 4W] (and the fusion masks)."""
-        dsg, g = self.generator, self.generator.generator
+    def style_codes(self, style: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """W+ [B, 18, 512] (or [B, 512]) -> (T_s structure codes [B, 18, 512], per-layer latents)."""
+        dsg = self.generator
         style = style if style.ndim == 3 else style[:, None].expand(-1, dsg.n_latent, -1)
         structure = dsg.style(style.reshape(-1, style.shape[-1])).reshape(style.shape)
-        codes = [style[:, j] if j < 7 else dsg.res[j](style[:, j]) for j in range(dsg.n_latent)]
+        return structure, [style[:, j] if j < 7 else dsg.res[j](style[:, j]) for j in range(dsg.n_latent)]
 
+    def encode(self, x: torch.Tensor, structure: torch.Tensor, degree: float):
+        """Content encoder: x [B, 22, H, W] -> (features from 32×32 up to H, 32×32 feature, RGB skip)."""
         feats, feat = [], x
         for block in self.encoder[:-2]:
             feat = block(feat)
             feats.append(feat)
-        feats = feats[::-1]  # 32×32 first
         for j, block in enumerate(self.encoder[-2]):
             feat = self.res[j + 1](block(feat), structure[:, j + 1], degree)
-        out, skip = feat, self.encoder[-1](feat)
+        return feats[::-1], feat, self.encoder[-1](feat)
 
+    def synthesize(self, feats, out, skip, codes, degree: float, fuse_levels: int | None = None, at_64=None):
+        """The generator from 32×32 up, fusing ``feats`` at the first ``fuse_levels`` stages (all by
+        default). ``at_64(out, skip) -> (out, skip)``, when given, edits the 64×64 feature right after
+        its first (upsampling) convolution. Returns (image, masks)."""
+        g = self.generator.generator
+        levels = len(feats) if fuse_levels is None else min(int(fuse_levels), len(feats))
         masks = []
         for k, (conv_up, conv, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
-            if k < len(feats):  # a content feature exists at this resolution
+            if k < levels:  # a content feature exists at this resolution
                 out, mask = self.fusion_out[k](out, feats[k], degree)
                 skip = self.fusion_skip[k](torch.cat([skip, feats[k] * mask], 1))
                 masks.append(mask)
             b, _, h, w = out.shape
             zero = out.new_zeros(b, 1, 2 * h, 2 * w)  # VToonify removes the noise input
             out = conv_up(out, codes[2 * k + 7], zero)
+            if k == 0 and at_64 is not None:
+                out, skip = at_64(out, skip)
             out = conv(out, codes[2 * k + 8], zero)
             skip = to_rgb(out, codes[2 * k + 9], skip)
-        return (skip, masks) if return_masks else skip
+        return skip, masks
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, degree: float = 0.5, return_masks: bool = False):
+        """x [B, 22, H, W] (RGB in [-1, 1] + parsing logits / 16), style W+ [B, 18, 512] (or [B, 512]),
+        degree d_s in [0, 1] -> image [B, 3, 4H, 4W] (and the fusion masks)."""
+        structure, codes = self.style_codes(style)
+        feats, out, skip = self.encode(x, structure, degree)
+        image, masks = self.synthesize(feats, out, skip, codes, degree)
+        return (image, masks) if return_masks else image

@@ -1,0 +1,122 @@
+"""Evaluate Style-A on a corpus split: ``python scripts/eval_render.py run=RUN data.root=DIR split=test``.
+
+For every clip of the split the source is frame 0 and ``pairs_per_item`` later frames are
+rendered from their ground-truth 73×27 coefficient windows in one art style (styles cycle over
+clips; the art code comes from a reference picture of the style). Frames are compared with the
+corpus's stylised ground truth at the model's output size, images in [0, 1]:
+
+* ``ssim``, ``psnr``, ``l1`` — the trained model;
+* ``init_ssim``, ``init_psnr`` — the same model before training (the stage's initialisation
+  with ``seed``: random, or the official weights it was configured to load);
+* ``still_ssim``, ``still_psnr`` — the trained model driven by the source frame's own
+  coefficients for every target: the source passed through with no motion;
+* ``styled_source_ssim``, ``styled_source_psnr`` — the corpus's stylised source frame itself: a
+  perfect stylisation with no motion (an oracle; only corpora with stylised frames have it);
+* ``mouth_psnr``, ``still_mouth_psnr``, ``styled_source_mouth_psnr`` — PSNR inside the target's
+  mouth box (landmarks 48-67, enlarged 1.5 times): does the mouth follow the coefficients?
+
+It writes a grid (rows: source | art | target | model | untrained | still) and prints, as its
+last line, one JSON object with those keys (frame means) plus ``frames`` and ``items``.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    import cv2
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    from stylization.engine.checkpoint import resolve_checkpoint
+    from stylization.engine.distributed import resolve_device
+    from stylization.metrics.image import psnr, ssim
+    from stylization.style_a.renderer import StyleARenderer
+    from stylization.style_a.losses import mouth_boxes
+    from stylization.style_a.stage import StyleAStage
+
+    device = resolve_device(str(cfg.device))
+    ckpt_path, state = resolve_checkpoint(str(cfg.run), "train one with: python train.py stage=style_a data.root=DIR")
+    model = StyleARenderer.from_checkpoint(ckpt_path, bool(cfg.use_ema)).to(device)
+    run_cfg = OmegaConf.create(state["config"])
+    run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    run_cfg.stage.pairs_per_item, run_cfg.stage.frames_per_item = int(cfg.pairs_per_item), 1
+    run_cfg.stage.items_per_clip = int(cfg.items_per_clip)
+    run_cfg.stage.targets = "corpus"  # the ground truth is the corpus's stylised frames, whatever trained the model
+    stage = StyleAStage(run_cfg)
+    torch.manual_seed(int(cfg.seed))
+    initial = stage.renderer(stage.build_modules()).eval().to(device)
+    dataset = stage.dataset(str(cfg.split), deterministic=True)
+    if cfg.max_items is not None:
+        dataset = Subset(dataset, range(min(int(cfg.max_items), len(dataset))))
+
+    sums = {k: 0.0 for k in ("ssim", "psnr", "l1", "init_ssim", "init_psnr", "still_ssim", "still_psnr",
+                             "styled_source_ssim", "styled_source_psnr", "mouth_psnr", "still_mouth_psnr",
+                             "styled_source_mouth_psnr")}
+    frames, rows = 0, []
+    loader = DataLoader(dataset, batch_size=int(cfg.batch_items), num_workers=0)
+    unit = lambda x: ((x.float().clamp(-1, 1) + 1) / 2)  # noqa: E731
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="eval_render", unit="batch"):
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            b, k = batch["semantic"].shape[:2]
+            real = unit(batch["target"].flatten(0, 2))
+            windows = batch["semantic"].flatten(0, 2)
+            still_windows = batch["source_semantic"].repeat_interleave(k, 0)
+            outputs = {}
+            for prefix, renderer, drive in (("", model, windows), ("init_", initial, windows),
+                                            ("still_", model, still_windows)):
+                content = renderer.content_input(batch["source"], batch.get("source_parsing"))
+                identity, art = renderer.codes(batch["identity_face"]), stage.art_codes(renderer, batch)
+                fake = unit(renderer(content, identity, art, drive, repeats=k)["image"])
+                outputs[prefix] = fake
+                sums[prefix + "ssim"] += float(ssim(fake, real).sum())
+                sums[prefix + "psnr"] += float(psnr(fake, real).sum())
+            sums["l1"] += float((outputs[""] - real).abs().flatten(1).mean(1).sum())
+            styled = unit(batch["styled_source"]).repeat_interleave(k, 0)
+            sums["styled_source_ssim"] += float(ssim(styled, real).sum())
+            sums["styled_source_psnr"] += float(psnr(styled, real).sum())
+            boxes = mouth_boxes(batch["target_landmarks"].flatten(0, 2), real.shape[-1]).tolist()
+            for prefix, fake in (("", outputs[""]), ("still_", outputs["still_"]), ("styled_source_", styled)):
+                sums[prefix + "mouth_psnr"] += sum(
+                    float(psnr(fake[i:i + 1, :, y0:y1, x0:x1], real[i:i + 1, :, y0:y1, x0:x1]))
+                    for i, (x0, y0, x1, y1) in enumerate(boxes))
+            frames += real.shape[0]
+            size = real.shape[-1]
+            up = lambda x: torch.nn.functional.interpolate(unit(x), size=(size, size), mode="bilinear")  # noqa: E731
+            for i in range(b):
+                if len(rows) < int(cfg.grid_items):
+                    j = i * k + k // 2
+                    rows.append(torch.cat([up(batch["source"][i:i + 1])[0], up(batch["art"][i:i + 1])[0], real[j],
+                                           outputs[""][j], outputs["init_"][j], outputs["still_"][j]], dim=-1))
+    result = {key: round(value / max(frames, 1), 4) for key, value in sums.items()}
+    result.update(frames=frames, items=len(dataset))
+    run_dir = str(cfg.run) if os.path.isdir(str(cfg.run)) else os.path.dirname(str(cfg.run))
+    grid_path = str(cfg.grid) if cfg.grid else os.path.join(run_dir, f"eval_render_{cfg.split}.png")
+    grid = (torch.cat(rows, dim=-2).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    tmp = grid_path + ".tmp.png"
+    cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, grid_path)
+    result["grid"] = grid_path
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval_render")
+def main(cfg: DictConfig) -> None:
+    from stylization.cli import run_cli
+
+    run_cli(lambda: print(json.dumps(evaluate(cfg))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Training pairs for the Style-A renderer: (source frame, consecutive target frames, art style).
+
+An item is a source frame of a clip, ``pairs_per_item`` (K) runs of ``frames_per_item`` (F)
+consecutive target frames of the same clip with their 73×27 coefficient windows, one art style
+and a reference picture of that style. (Several runs per item share one decode of the clip's
+videos, which dominates the data cost.)
+The art-style ground truth is either the clip's stored stylised video (``files["style_<name>"]``,
+``targets="corpus"``) or left to a frozen VToonify-D teacher in the stage (``targets="teacher"``:
+the item then carries the real target frames).
+
+Keys (images float32 in [-1, 1], channels first; F = ``frames_per_item``):
+
+* ``source`` [3, C, C] at ``content_size``; ``source_parsing`` [19, C, C] when ``parsing="landmarks"``
+* ``identity_face`` [3, P, P] (the source frame at ``code_size`` for the identity code: resized,
+  or FFHQ-aligned from its landmarks with ``identity_alignment="ffhq"``)
+* ``art`` [3, P, P] (a reference picture of the style, for the art code); ``style_index`` (int)
+* ``semantic`` [K, F, 73, 27]; ``target`` [K, F, 3, O, O] stylised targets at ``out_size`` (corpus)
+* ``source_semantic`` [73, 27]: the source frame's own window (driving with it asks for no motion)
+* ``styled_source`` [3, O, O]: the stylised source frame (corpus targets)
+* ``target_real`` [K, F, 3, C, C]: the real target frames (the warping loss; the teacher's input)
+* ``target_landmarks`` [K, F, 68, 2]: their landmarks in pixels of the ``out_size`` frame
+* ``target_parsing`` [K, F, 19, C, C] (teacher targets with landmark parsing)
+* ``clip_id``, ``source_frame``, ``target_frames`` [K] (first frame of each run), ``style`` (name)
+
+Each clip gives ``items_per_clip`` items per epoch. With ``deterministic=True`` (evaluation) the
+source is frame 0, the runs start at evenly spaced frames after it, and styles and references
+cycle with the index; otherwise everything is drawn from a generator seeded by
+(seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stylization.data.coeffs import semantic_windows
+from stylization.data.corpus import Corpus
+from stylization.data.datasets import _LRU
+from stylization.data.faces import ffhq_align
+from stylization.data.parsing import landmark_parsing
+from stylization.data.video import read_video
+from stylization.errors import ConfigError, DataError
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [size, size, 3] (area filter when shrinking)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def read_art_index(root: str) -> dict[str, list[str]]:
+    path = os.path.join(root, "art", "index.json")
+    if not os.path.isfile(path):
+        raise DataError("no art reference index (art/index.json: {style: [picture paths]})", path)
+    with open(path) as f:
+        return {k: [os.path.join(root, p) for p in v] for k, v in json.load(f).items()}
+
+
+def read_picture(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError("not a readable image", path)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class RenderPairDataset(Dataset):
+    """Args: corpus (or root), split, styles (names; None: every style of art/index.json),
+    content_size (C), code_size (P), out_size (O), pairs_per_item (K), frames_per_item (F, >= 1),
+    items_per_clip, targets ("corpus" | "teacher"), parsing ("landmarks" | "none": the stage
+    parses with BiSeNet), deterministic, seed, frame_cache_clips."""
+
+    def __init__(self, corpus, split: str = "train", styles=None, content_size: int = 256, code_size: int = 256,
+                 out_size: int = 1024, pairs_per_item: int = 2, frames_per_item: int = 2, items_per_clip: int = 4,
+                 targets: str = "corpus",
+                 parsing: str = "landmarks", deterministic: bool = False, seed: int = 0, frame_cache_clips: int = 6,
+                 speakers=None, identity_alignment: str = "crop"):
+        self.corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+        if targets not in ("corpus", "teacher"):
+            raise ConfigError(f"targets must be 'corpus' or 'teacher', got {targets!r}")
+        if parsing not in ("landmarks", "none"):
+            raise ConfigError(f"parsing must be 'landmarks' or 'none', got {parsing!r}")
+        self.art = read_art_index(self.corpus.root)
+        self.styles = list(styles) if styles else sorted(self.art)
+        missing = [s for s in self.styles if not self.art.get(s)]
+        if missing:
+            raise DataError(f"no reference pictures for styles {missing}", os.path.join(self.corpus.root, "art"))
+        self.content_size, self.code_size, self.out_size = content_size, code_size, out_size
+        self.pairs_per_item, self.frames_per_item, self.targets = int(pairs_per_item), int(frames_per_item), targets
+        self.parsing = parsing
+        if identity_alignment not in ("crop", "ffhq"):
+            raise ConfigError(f"identity_alignment must be 'crop' or 'ffhq', got {identity_alignment!r}")
+        self.identity_alignment = identity_alignment
+        self.deterministic, self.seed, self.epoch = deterministic, seed, 0
+        self.clips = [r for r in self.corpus.clips(split, speakers) if r.n_frames >= self.frames_per_item]
+        if targets == "corpus":
+            for rec in self.clips:
+                absent = [s for s in self.styles if f"style_{s}" not in rec.files]
+                if absent:
+                    raise DataError(f"clip {rec.id} has no stylised video for {absent} (files['style_<name>']); "
+                                    "use stage.targets=teacher", self.corpus.root)
+        if not self.clips:
+            raise DataError(f"no clip of at least {self.frames_per_item} frames in split {split!r}", self.corpus.root)
+        self.slots = [(ci, j) for ci in range(len(self.clips)) for j in range(int(items_per_clip))]
+        self._videos = _LRU(frame_cache_clips * 2)
+        self._pictures = _LRU(64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def _video(self, ci: int, kind: str) -> np.ndarray:
+        rec = self.clips[ci]
+
+        def load():
+            frames = read_video(self.corpus.path(rec, kind), fps=rec.fps)
+            if len(frames) < rec.n_frames:
+                raise DataError(f"{kind} has {len(frames)} frames, index says {rec.n_frames}", self.corpus.path(rec, kind))
+            return frames
+
+        return self._videos.get_or_make((ci, kind), load)
+
+    def _picture(self, path: str) -> np.ndarray:
+        return self._pictures.get_or_make(path, lambda: resize(read_picture(path), self.code_size))
+
+    def __getitem__(self, index: int) -> dict:
+        ci, _ = self.slots[index]
+        rec = self.clips[ci]
+        n, k, f = rec.n_frames, self.pairs_per_item, self.frames_per_item
+        if self.deterministic:
+            source = 0
+            starts = [round((i + 1) * (n - f) / k) for i in range(k)]
+            style = self.styles[index % len(self.styles)]
+            art_path = self.art[style][index // len(self.styles) % len(self.art[style])]
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            source = int(rng.integers(n))
+            starts = [int(v) for v in rng.integers(0, n - f + 1, size=k)]
+            style = self.styles[int(rng.integers(len(self.styles)))]
+            art_path = self.art[style][int(rng.integers(len(self.art[style])))]
+        frames = np.array([[s + i for i in range(f)] for s in starts])  # [K, F]
+        video = self._video(ci, "video")
+        coeffs = np.asarray(np.load(self.corpus.path(rec, "coeffs"), mmap_mode="r"), np.float32)
+        c, o = self.content_size, self.out_size
+        item = {
+            "clip_id": rec.id, "source_frame": source, "target_frames": torch.tensor(starts), "style": style,
+            "style_index": self.styles.index(style),
+            "source": to_tensor(resize(video[source], c)),
+            "art": to_tensor(self._picture(art_path)),
+            "semantic": torch.from_numpy(semantic_windows(coeffs, frames.ravel())).reshape(k, f, 73, -1),
+            "source_semantic": torch.from_numpy(semantic_windows(coeffs, np.array([source])))[0],
+        }
+        landmarks = np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")
+        scale = c / video.shape[1]
+        if self.identity_alignment == "ffhq":
+            item["identity_face"] = to_tensor(ffhq_align(video[source], np.asarray(landmarks[source]), self.code_size))
+        else:
+            item["identity_face"] = to_tensor(resize(video[source], self.code_size))
+        if self.parsing == "landmarks":
+            item["source_parsing"] = torch.from_numpy(landmark_parsing(landmarks[source], c, scale))
+        item["target_real"] = to_tensor(np.stack([[resize(video[t], c) for t in run] for run in frames]))
+        item["target_landmarks"] = torch.from_numpy(np.asarray(landmarks[frames.ravel()], np.float32)
+                                                    * (o / video.shape[1])).reshape(k, f, 68, 2)
+        if self.targets == "corpus":
+            styled = self._video(ci, f"style_{style}")
+            item["target"] = to_tensor(np.stack([[resize(styled[t], o) for t in run] for run in frames]))
+            item["styled_source"] = to_tensor(resize(styled[source], o))
+        else:
+            if self.parsing == "landmarks":
+                item["target_parsing"] = torch.from_numpy(np.stack([[landmark_parsing(landmarks[t], c, scale)
+                                                                     for t in run] for run in frames]))
+        return item

@@ -1,0 +1,88 @@
+"""Style-A at inference (and the parts training shares): codes, content input, batched rendering.
+
+:class:`StyleARenderer` holds the generator, the pSp encoder and (for ``parsing="bisenet"``)
+BiSeNet. It turns an identity frame and an art picture (or an ``exstyle_code.npy`` entry) into
+codes once, then renders any number of coefficient windows in batches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from stylization.errors import ConfigError
+from stylization.style_a.bisenet import normalise_for_parsing
+
+PARSING_SCALE = 16.0  # VToonify feeds parsing logits / 16 to the content encoder
+
+
+class StyleARenderer(nn.Module):
+    """Args: generator (:class:`~stylization.style_a.style_a.StyleAGenerator`), psp
+    (:class:`~stylization.style_a.psp.PSP`), parser (BiSeNet, or None when parsing comes with the
+    input), degree (style degree d_s)."""
+
+    def __init__(self, generator: nn.Module, psp: nn.Module, parser: nn.Module | None = None, degree: float = 1.0):
+        super().__init__()
+        self.generator, self.psp, self.parser = generator, psp, parser
+        self.degree = float(degree)
+        self.identity_alignment = "crop"  # how the identity face for pSp is framed: crop | ffhq
+
+    @classmethod
+    def from_checkpoint(cls, path: str, use_ema: bool = True) -> "StyleARenderer":
+        """Rebuild from a ``style_a`` training run directory or checkpoint file alone."""
+        from stylization.engine.checkpoint import module_from_checkpoint, resolve_checkpoint
+
+        path, state = resolve_checkpoint(path, "train one with: python train.py stage=style_a data.root=DIR")
+        cfg = OmegaConf.create(state["config"])
+        generator = module_from_checkpoint(state, "generator", use_ema, path, node=cfg.model.generator)
+        psp = module_from_checkpoint(state, "psp", use_ema, path, node=cfg.model.psp)
+        parser = None
+        if cfg.model.parsing == "bisenet":
+            parser = module_from_checkpoint(state, "parser", False, path, node=cfg.model.bisenet)
+        renderer = cls(generator, psp, parser, float(cfg.stage.degree)).eval()
+        renderer.identity_alignment = str(cfg.model.get("identity_alignment", "crop"))
+        return renderer
+
+    @property
+    def content_size(self) -> int:
+        return self.generator.in_size
+
+    def parse(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB [B, 3, H, W] in [-1, 1] -> BiSeNet logits [B, 19, H, W] (on a 2× upsampled frame, as VToonify)."""
+        if self.parser is None:
+            raise ConfigError("this model reads parsing maps from its input (model.parsing=landmarks); pass them")
+        big = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
+        logits = self.parser(normalise_for_parsing(big))[0]
+        return F.interpolate(logits, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
+
+    def content_input(self, rgb: torch.Tensor, parsing: torch.Tensor | None = None) -> torch.Tensor:
+        """RGB [B, 3, C, C] (+ parsing [B, 19, C, C]; BiSeNet's when None) -> content [B, 22, C, C]."""
+        if parsing is None:
+            with torch.no_grad():
+                parsing = self.parse(rgb)
+        return torch.cat([rgb, parsing / PARSING_SCALE], 1)
+
+    def codes(self, face: torch.Tensor) -> torch.Tensor:
+        """Aligned face(s) [B, 3, P, P] -> W+ codes [B, n_latent, style_dim] (pSp)."""
+        return self.psp.encode(face)
+
+    def forward(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
+                windows: torch.Tensor, repeats: int = 1) -> dict:
+        """Per-item content [B, 22, C, C] and codes [B, L, S]; windows [B·repeats, 73, 27]."""
+        return self.generator(content, identity, art, windows, self.degree, repeats=repeats)
+
+    @torch.no_grad()
+    def render(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
+               windows: torch.Tensor, batch_size: int = 8, progress: bool = False) -> torch.Tensor:
+        """One identity (content [1, 22, C, C], codes [1, L, S]) and N windows [N, 73, 27] ->
+        frames [N, 3, O, O] in [-1, 1], rendered ``batch_size`` at a time."""
+        from tqdm import tqdm
+
+        out = []
+        starts = range(0, windows.shape[0], batch_size)
+        for s in tqdm(starts, desc="Style-A", unit="batch", disable=not progress):
+            w = windows[s:s + batch_size]
+            out.append(self(content, identity, art, w, repeats=w.shape[0])["image"].clamp(-1, 1))
+        return torch.cat(out)

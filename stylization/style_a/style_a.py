@@ -1,0 +1,186 @@
+"""The Style-A generator: identity frame + w+ codes + art code + coefficient window -> stylised frame.
+
+It is VToonify-D (content encoder, fusion, frozen DualStyleGAN backbone with ModRes; see
+:mod:`stylization.style_a.vtoonify`) plus the coefficient-driven motion of StyleHEAT:
+
+1. the W+ code is the art code on layers ``0 .. art_layers-1`` (structure) and the identity
+   code above (VToonify-D without colour transfer; ``art_layers = n_latent`` takes the colours
+   from the art code too);
+2. the content encoder reads the identity frame (RGB + 19 parsing channels / 16) and the
+   generator runs from 32×32 up, fusing encoder features at the 32, 64, 128, 256 stages;
+3. the :class:`~stylization.style_a.motion.MotionGenerator` turns (identity frame, 73×27
+   window) into a flow and a descriptor; the generator's 64×64 feature, right after its first
+   (upsampling) convolution, is warped with the flow, together with the 32×32 RGB skip;
+4. the :class:`~stylization.style_a.refinement.Refinement` network gives an SFT pair from the
+   pre-warp feature (``refine_input="warped"``: from the warped one, as StyleHEAT's code does)
+   and the descriptor, applied to the warped feature: ``f · (1 + scale) + shift``.
+
+The encoder skips fused at 64, 128 and 256 are not warped; R exists to remove the ghosting
+that causes. (``warp_content=True`` warps them too: the CPU-sized model trained from scratch
+uses it, because a briefly trained generator otherwise copies the source's pose through them.) Ablations (Table 2): ``art_path=False`` (plain StyleGAN2 path: no ModRes, no
+colour transform, identity code only), ``fuse_levels=1`` (no middle-level skips: content enters
+at 32×32 only), ``refinement=False``.
+
+Parameters map one-to-one onto a VToonify-D ``g_ema`` except ``motion.*`` and ``refinement.*``,
+which come from StyleHEAT's ``net_G_ema`` through :data:`STYLEHEAT_RENAMES`
+(:func:`styleheat_state`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylization.style_a.motion import MotionGenerator, warp
+from stylization.style_a.refinement import Refinement
+from stylization.style_a.vtoonify import VToonifyD
+
+# StyleHEAT net_G_ema prefix -> ours. ``calibrator.condition_{scale,shift}.<top>`` is handled in
+# styleheat_state (its lower levels are dropped: StyleHEAT's generator never applies them);
+# every other StyleHEAT key (``generator.*``: HFGI inversion; ``audio_warper.*``) is not Style-A's.
+STYLEHEAT_RENAMES = {
+    "video_warper.mapping_net.": "motion.mapping_net.",
+    "video_warper.warping_net.": "motion.warpping_net.",
+    "calibrator.": "refinement.",
+}
+
+
+def styleheat_state(state: dict[str, torch.Tensor], levels: int = 4) -> dict[str, torch.Tensor]:
+    """StyleHEAT ``net_G_ema`` -> the ``motion.*`` / ``refinement.*`` entries of our state dict.
+
+    ``levels`` is the calibrator's number of U-Net levels (4 for its 64×64 output); the SFT heads
+    of the top level become ``refinement.sft_scale`` / ``refinement.sft_shift``.
+    """
+    out = {}
+    top = levels - 1
+    for key, value in state.items():
+        for head, ours in (("scale", "sft_scale"), ("shift", "sft_shift")):
+            prefix = f"calibrator.condition_{head}."
+            if key.startswith(prefix):
+                index, rest = key[len(prefix):].split(".", 1)
+                if int(index) == top:
+                    out[f"refinement.{ours}.{rest}"] = value
+                break
+        else:
+            for theirs, ours in STYLEHEAT_RENAMES.items():
+                if key.startswith(theirs):
+                    out[ours + key[len(theirs):]] = value
+                    break
+    return out
+
+
+class MotionParts(nn.Module):
+    """The parts of a Style-A generator that StyleHEAT's ``net_G_ema`` supplies (shared, not copied).
+
+    Built alone it has the paper's sizes (the target of ``check_checkpoint.py --kind styleheat``).
+    """
+
+    def __init__(self, motion: MotionGenerator | None = None, refinement: Refinement | None = None,
+                 with_refinement: bool = True):
+        super().__init__()
+        self.motion = motion if motion is not None else MotionGenerator()
+        if refinement is None and with_refinement and motion is None:
+            refinement = Refinement()
+        self.refinement = refinement
+
+
+class StyleAGenerator(VToonifyD):
+    """Args (VToonify-D's first): in_size (256), out_size (1024), style_dim, n_mlp,
+    channel_multiplier, num_res_layers, channel_cap; then
+
+    * motion_size (256): side of the source image the motion generator reads;
+    * motion_base_nc / motion_max_nc / motion_encoder_layers / motion_decoder_layers /
+      mapping_layers / descriptor_nc: the MotionGenerator (PIRenderer's 32 / 256 / 5 / 3 / 3 / 256);
+    * refinement (True), refinement_width (256), refine_input ("pre_warp" | "warped");
+    * art_path (True), art_layers (7), fuse_levels (None: every level), warp_skip (True: warp the
+      32×32 RGB skip with the feature), warp_content (False: the paper's unwarped encoder skips
+      at 64×64 and above; True warps them with the same flow), align_corners (False: StyleHEAT's warp convention, needed
+      for its weights; True makes a zero flow the exact identity).
+    """
+
+    def __init__(self, in_size: int = 256, out_size: int = 1024, style_dim: int = 512, n_mlp: int = 8,
+                 channel_multiplier: int = 2, num_res_layers: int = 6, channel_cap: int = 512,
+                 motion_size: int = 256, motion_base_nc: int = 32, motion_max_nc: int = 256,
+                 motion_encoder_layers: int = 5, motion_decoder_layers: int = 3, mapping_layers: int = 3,
+                 descriptor_nc: int = 256, refinement: bool = True, refinement_width: int = 256,
+                 refine_input: str = "pre_warp", art_path: bool = True, art_layers: int = 7,
+                 fuse_levels: int | None = None, warp_skip: bool = True, warp_content: bool = False,
+                 align_corners: bool = False):
+        super().__init__(in_size, out_size, style_dim, n_mlp, channel_multiplier, num_res_layers, channel_cap)
+        if out_size < 128:
+            raise ValueError(f"out_size must be at least 128 (the generator warps at 64×64), got {out_size}")
+        if refine_input not in ("pre_warp", "warped"):
+            raise ValueError(f"refine_input must be 'pre_warp' or 'warped', got {refine_input!r}")
+        self.motion = MotionGenerator(73, descriptor_nc, mapping_layers, 3, motion_base_nc, motion_max_nc,
+                                      motion_encoder_layers, motion_decoder_layers)
+        channels_64 = self.generator.generator.channels[64]
+        self.refinement = Refinement(channels_64, 64, refinement_width, descriptor_nc) if refinement else None
+        self.motion_size, self.refine_input = motion_size, refine_input
+        self.art_path, self.art_layers = art_path, art_layers
+        self.fuse_levels, self.warp_skip, self.align_corners = fuse_levels, warp_skip, align_corners
+        self.warp_content = warp_content
+        self.n_latent = self.generator.n_latent
+
+    def mix_codes(self, identity: torch.Tensor, art: torch.Tensor | None) -> torch.Tensor:
+        """W+ codes [B, n_latent, style_dim]: art on the first ``art_layers`` layers, identity above."""
+        if not self.art_path or art is None:
+            return identity
+        k = self.art_layers
+        return torch.cat([art[:, :k], identity[:, k:]], dim=1)
+
+    def motion_input(self, content: torch.Tensor) -> torch.Tensor:
+        rgb = content[:, :3]
+        if rgb.shape[-1] != self.motion_size:
+            rgb = F.interpolate(rgb, size=(self.motion_size, self.motion_size), mode="bilinear", align_corners=False,
+                                antialias=rgb.shape[-1] > self.motion_size)
+        return rgb
+
+    def forward(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
+                window: torch.Tensor, degree: float = 1.0, motion_source: torch.Tensor | None = None,
+                repeats: int = 1) -> dict:
+        """content [B, 22, H, W] (identity frame RGB in [-1, 1] + parsing / 16), identity and art
+        W+ [B, n_latent, style_dim], window [B·repeats, 73, 27], degree in [0, 1] ->
+
+        ``image`` [B·repeats, 3, out, out], ``flow`` [B·repeats, 2, h, w] (pixels of its grid),
+        ``masks`` (fusion masks), ``descriptor`` [B·repeats, descriptor_nc]. Each identity is
+        encoded once and driven by its ``repeats`` consecutive windows."""
+        if self.art_path:
+            structure, codes = self.style_codes(self.mix_codes(identity, art))
+        else:  # the plain StyleGAN2 path: no ModRes (weight 0), no colour transform
+            structure, codes, degree = identity, list(identity.unbind(1)), 0.0
+        source = self.motion_input(content) if motion_source is None else motion_source
+        feats, out, skip = self.encode(content, structure, degree)
+        if repeats != 1:
+            rep = lambda x: x.repeat_interleave(repeats, 0)  # noqa: E731
+            feats, codes = [rep(f) for f in feats], [rep(c) for c in codes]
+            out, skip, source = rep(out), rep(skip), rep(source)
+        flow, descriptor = self.motion(source, window)
+        if self.warp_content:  # feats[0] is the 32×32 feature, fused before the warp point
+            feats = feats[:1] + [warp(f, flow, self.align_corners) for f in feats[1:]]
+
+        def at_64(out, skip):
+            warped = warp(out, flow, self.align_corners)
+            if self.warp_skip:
+                skip = warp(skip, flow, self.align_corners)
+            if self.refinement is not None:
+                scale, shift = self.refinement(out if self.refine_input == "pre_warp" else warped, descriptor)
+                warped = warped * (1 + scale) + shift
+            return warped, skip
+
+        image, masks = self.synthesize(feats, out, skip, codes, degree, self.fuse_levels, at_64)
+        return {"image": image, "flow": flow, "masks": masks, "descriptor": descriptor}
+
+    def motion_parts(self) -> MotionParts:
+        """A view of ``motion`` and ``refinement`` (for loading StyleHEAT's weights into them)."""
+        return MotionParts(self.motion, self.refinement, with_refinement=False)
+
+    def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by part: backbone (DualStyleGAN incl. T_s/T_c), modres (the encoder's dilated
+        ModRes), content (encoder + fusion), motion, refinement."""
+        groups = {"backbone": list(self.generator.parameters()), "modres": list(self.res.parameters()),
+                  "content": [*self.encoder.parameters(), *self.fusion_out.parameters(), *self.fusion_skip.parameters()],
+                  "motion": list(self.motion.parameters())}
+        if self.refinement is not None:
+            groups["refinement"] = list(self.refinement.parameters())
+        return groups

@@ -1,0 +1,224 @@
+"""infer.py end to end: photo + speech + text + art -> video, batch mode, and every bad input."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import soundfile
+from conftest import REPO, compose_train
+
+from stylization.data.audio import SAMPLE_RATE, n_video_frames
+from stylization.data.corpus import Corpus
+from stylization.data.video import probe_video, read_video
+from stylization.pipeline import contact_sheet, gentle_pose, ping_pong, resample_frames
+
+
+@pytest.fixture(scope="module")
+def demo_inputs(synthetic_corpus, tmp_path_factory):
+    """Tiny Style-E and Style-A runs under checkpoints/{style_e,style_a}, and the inputs of a tuple."""
+    from test_style_a import style_a_overrides
+    from test_style_e import style_e_overrides
+
+    from stylization.engine.run import run_training
+
+    root = tmp_path_factory.mktemp("infer")
+    ckpt = root / "checkpoints"
+    run_training(compose_train(style_e_overrides(synthetic_corpus, ckpt / "style_e", max_steps=2, val_every_steps=100,
+                                                 image_every_steps=0) + ["data.val_split=null", "stage.batch_size=2"]))
+    run_training(compose_train(style_a_overrides(synthetic_corpus, ckpt / "style_a", 2, ["data.val_split=null"])))
+    corpus = Corpus(synthetic_corpus)
+    frame = read_video(corpus.path(corpus.clips("test")[0], "video"))[0]
+    photo = root / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(cv2.resize(frame, (256, 256), interpolation=cv2.INTER_CUBIC), cv2.COLOR_RGB2BGR))
+    speech = root / "speech.wav"
+    t = np.arange(int(44100 * 1.3)) / 44100  # 1.3 s, 44.1 kHz stereo: resampled, not rejected
+    tone = 0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+    soundfile.write(speech, np.stack([tone, 0.5 * tone], -1), 44100)
+    art = synthetic_corpus / "art" / "pixel_art" / "ref_0.png"
+    return {"checkpoints": ckpt, "image": photo, "audio": speech, "art": art, "root": root}
+
+
+def infer(*args):
+    return subprocess.run([sys.executable, "infer.py", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def tuple_args(inputs, out, **changes):
+    args = {"checkpoints": inputs["checkpoints"], "image": inputs["image"], "audio": inputs["audio"],
+            "text": "A woman speaks with a broad smile.", "art": inputs["art"], "out": out, "device": "cpu"}
+    args.update(changes)
+    return [f"{k}={v}" for k, v in args.items() if v is not None]
+
+
+def test_a_tuple_becomes_a_video(demo_inputs, tmp_path):
+    out = tmp_path / "result" / "talk.mp4"
+    res = infer(*tuple_args(demo_inputs, out, pose_motion="gentle"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    frames = n_video_frames(int(1.3 * SAMPLE_RATE))
+    info = probe_video(out)
+    assert info.n_frames == frames and info.fps == 25 and info.width == 128
+    assert info.audio_duration is not None and abs(info.audio_duration - info.duration) < 0.04
+    coeffs = np.load(out.with_suffix(".npy"))
+    assert coeffs.shape == (frames, 260) and coeffs[:, 224:227].std(0).max() > 0  # the gentle pose moves
+    sheet = cv2.imread(str(tmp_path / "result" / "talk_sheet.png"))
+    assert sheet.shape == (3 * 128, 4 * 128, 3)
+    assert "timings:" in res.stdout and "Style-A" in res.stdout
+
+
+def test_batch_mode_skips_failed_rows(demo_inputs, tmp_path):
+    rows = tmp_path / "tuples.csv"
+    good, bad = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    rows.write_text("image,audio,out,art_style\n"
+                    f"{demo_inputs['image']},{demo_inputs['audio']},{good},\n"
+                    f"{demo_inputs['image']},{tmp_path / 'missing.wav'},{bad},\n")
+    res = infer(f"checkpoints={demo_inputs['checkpoints']}", f"batch={rows}", f"art={demo_inputs['art']}",
+                "device=cpu", "sheet=false")
+    assert res.returncode == 1
+    assert "1 of 2 rows rendered" in res.stdout and "row 2" in res.stderr and "missing.wav" in res.stderr
+    assert good.is_file() and not bad.exists()
+
+
+def write_bad_input(case: str, inputs: dict, tmp: str) -> dict:
+    """The argument changes for one bad-input case (files written under tmp)."""
+    tmp = os.fspath(tmp)
+    if case == "unreadable_photo":
+        path = os.path.join(tmp, "photo.png")
+        open(path, "w").write("not a picture")
+        return {"image": path}
+    if case == "no_face":
+        path = os.path.join(tmp, "wall.png")
+        cv2.imwrite(path, np.full((256, 256, 3), 128, np.uint8))
+        return {"image": path}
+    if case in ("empty_audio", "silent_audio"):
+        path = os.path.join(tmp, "speech.wav")
+        soundfile.write(path, np.zeros(0 if case == "empty_audio" else 16000, np.float32), 16000)
+        return {"audio": path}
+    if case == "corrupt_pose_video":
+        path = os.path.join(tmp, "pose.mp4")
+        open(path, "wb").write(os.urandom(2000))
+        return {"pose": path}
+    if case == "empty_text":
+        return {"text": "' '"}
+    if case == "overlong_text":
+        return {"text": "'" + "very " * 80 + "happy'"}
+    if case == "missing_checkpoint":
+        return {"checkpoints": os.path.join(tmp, "nowhere")}
+    if case == "unwritable_output":
+        blocker = os.path.join(tmp, "file")
+        open(blocker, "w").write("")
+        return {"out": os.path.join(blocker, "out.mp4")}
+    raise ValueError(case)
+
+
+EXPECTED = {"unreadable_photo": ("not a readable photo", 1), "no_face": ("no face found", 1),
+            "empty_audio": ("audio", 1), "silent_audio": ("audio is silent", 1),
+            "corrupt_pose_video": ("pose.mp4", 1), "empty_text": ("text must be", 2),
+            "overlong_text": ("text must be", 2), "missing_checkpoint": ("train one with", 1),
+            "unwritable_output": ("output folder", 1)}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_bad_input_fails_in_one_line_and_leaves_nothing(case, demo_inputs, tmp_path):
+    out = tmp_path / "out" / "talk.mp4"
+    changes = write_bad_input(case, demo_inputs, tmp_path)
+    res = infer(*tuple_args(demo_inputs, changes.pop("out", out), **changes))
+    message, code = EXPECTED[case]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == code, res.stderr[-2000:]
+    assert len(errors) == 1 and message in errors[0], res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    leftovers = [p for p in (out, out.with_suffix(".npy"), tmp_path / "out" / "talk_sheet.png") if p.exists()]
+    assert not leftovers
+
+
+def test_several_faces_use_the_largest(demo_inputs, tmp_path):
+    photo = cv2.imread(str(demo_inputs["image"]))
+    small = cv2.resize(photo, (160, 160), interpolation=cv2.INTER_AREA)
+    canvas = np.full((300, 460, 3), 200, np.uint8)
+    canvas[20:276, 0:256] = photo
+    canvas[70:230, 290:450] = small
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), canvas)
+    out = tmp_path / "two.mp4"
+    res = infer(*tuple_args(demo_inputs, out, image=path, sheet="false", save_coeffs="false"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "2 faces found; using the largest" in res.stdout + res.stderr and out.is_file()
+
+
+def test_small_helpers():
+    assert ping_pong(3, 8).tolist() == [0, 1, 2, 1, 0, 1, 2, 1]
+    assert ping_pong(1, 3).tolist() == [0, 0, 0]
+    pose = gentle_pose(250, seed=0)
+    assert pose.shape == (250, 3) and 0 < np.abs(pose).max() < 0.1
+    frames = np.arange(50)[:, None, None, None].repeat(2, 1).astype(np.uint8)
+    assert len(resample_frames(frames, 30)) == 60 and len(resample_frames(frames, 25)) == 50
+    sheet = contact_sheet([np.zeros((64, 64, 3), np.uint8)], np.zeros((10, 32, 32, 3), np.uint8))
+    assert sheet.shape == (96, 128, 3)
+
+
+def test_landmarks_crop_and_alignment(synthetic_corpus):
+    from stylization.data.faces import CROP_SCALE, LandmarkDetector, face_crop, ffhq_align
+
+    corpus = Corpus(synthetic_corpus)
+    rec = corpus.clips("test")[0]
+    frame = cv2.resize(read_video(corpus.path(rec, "video"))[0], (256, 256), interpolation=cv2.INTER_CUBIC)
+    truth = corpus.load_landmarks(rec)[0] * 4
+    face = LandmarkDetector("dlib")(frame)
+    assert face.n_faces == 1 and np.abs(face.landmarks - truth).mean() < 4.0
+    crop, lm = face_crop(frame, truth, 128)
+    assert crop.shape == (128, 128, 3)
+    assert abs(np.ptp(lm, 0).max() - 128 / CROP_SCALE) < 1e-3  # the corpus framing
+    aligned = ffhq_align(frame, truth, 64)
+    assert aligned.shape == (64, 64, 3) and aligned.std() > 5
+
+
+def test_landmark_fit_recovers_the_synthetic_face(synthetic_corpus):
+    import torch
+
+    from stylization.data.face_model import build_face_model
+    from stylization.data.fitting import fit_coefficients
+
+    corpus = Corpus(synthetic_corpus)
+    rec = corpus.clips("test")[0]
+    landmarks, truth = corpus.load_landmarks(rec)[5], corpus.load_coeffs(rec)[5]
+    fm = build_face_model("stand_in")
+    row = fit_coefficients(fm, landmarks, 64)
+    refit = fm.landmarks_from_coeffs(torch.from_numpy(row)[None], 64)[0].numpy()
+    assert np.abs(refit - landmarks).mean() < 0.5  # pixels of the 64 frame
+    np.testing.assert_allclose(row[257:], truth[257:], atol=1e-6)  # the corpus's crop convention
+    assert np.abs(row[224:227] - truth[224:227]).max() < 0.1  # radians
+
+
+def test_deep3d_alignment_and_backend(tmp_path):
+    import torch
+    from scipy.io import savemat
+
+    from stylization.data.deep3d import Deep3DBackend, align, five_points, pos_fit
+    from stylization.data.recon_net import ReconNet
+    from stylization.errors import CheckpointError
+
+    rng = np.random.default_rng(0)
+    model = rng.normal(size=(68, 3))
+    rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    image_points = 2.5 * (model @ rot.T)[:, :2] + np.array([100.0, 80.0])
+    t, s = pos_fit(image_points, model)
+    np.testing.assert_allclose(t, [100.0, 80.0], atol=1e-6)
+    assert abs(s - 2.5) < 1e-6
+
+    photo = (rng.random((300, 260, 3)) * 255).astype(np.uint8)
+    lm68 = rng.uniform(80, 200, size=(68, 2))
+    crop, params = align(photo, lm68, five_points(model))
+    assert crop.shape == (224, 224, 3) and params[:2].tolist() == [260, 300]
+
+    with pytest.raises(CheckpointError, match="epoch_20.pth.*similarity_Lm3D_all.mat"):
+        Deep3DBackend(str(tmp_path / "epoch_20.pth"), str(tmp_path / "BFM"))
+    (tmp_path / "BFM").mkdir()
+    savemat(tmp_path / "BFM" / "similarity_Lm3D_all.mat", {"lm": model})
+    torch.save({"net_recon": ReconNet().state_dict(), "epoch": 20}, tmp_path / "epoch_20.pth")
+    coeffs = Deep3DBackend(str(tmp_path / "epoch_20.pth"), str(tmp_path / "BFM"))(photo, lm68)
+    assert coeffs.shape == (260,) and np.isfinite(coeffs).all()
+    np.testing.assert_allclose(coeffs[257:], align(photo, lm68, five_points(model))[1][2:], rtol=1e-5)
+    assert np.abs(coeffs[:257]).max() == 0  # Deep3D's heads start at zero: the mean face

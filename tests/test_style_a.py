@@ -1,0 +1,387 @@
+"""Style-A: refinement, the assembled generator, official loading, losses, data and training."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, compose_train, read_manifest
+
+from stylization.errors import CheckpointError, ConfigError
+from stylization.loading import load_style_a
+from stylization.style_a import losses
+from stylization.style_a.refinement import Refinement
+from stylization.style_a.style_a import StyleAGenerator, styleheat_state
+from stylization.style_a.vtoonify import VToonifyD
+
+TINY = dict(in_size=32, out_size=128, style_dim=16, n_mlp=8, channel_multiplier=1, channel_cap=16, motion_size=32,
+            motion_base_nc=8, motion_max_nc=16, motion_encoder_layers=3, motion_decoder_layers=3, descriptor_nc=16,
+            refinement_width=8, align_corners=True)
+VTOONIFY_ARGS = ("in_size", "out_size", "style_dim", "n_mlp", "channel_multiplier", "channel_cap")
+
+
+def tiny_generator(**overrides) -> StyleAGenerator:
+    torch.manual_seed(0)
+    return StyleAGenerator(**{**TINY, **overrides}).eval()
+
+
+def tiny_inputs(b=2, frames=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    content = torch.randn(b, 22, 32, 32, generator=g)
+    identity, art = torch.randn(b, 12, 16, generator=g), torch.randn(b, 12, 16, generator=g)
+    return content, identity, art, torch.randn(b * frames, 73, 27, generator=g)
+
+
+# -- modules ---------------------------------------------------------------------------------
+
+def test_refinement_gives_an_sft_pair_of_the_feature_shape():
+    r = Refinement(in_channels=24, size=64, width=8, descriptor_nc=16)
+    scale, shift = r(torch.randn(3, 24, 64, 64), torch.randn(3, 16))
+    assert scale.shape == shift.shape == (3, 24, 64, 64)
+    assert len(r.conv_body_down) == len(r.conv_body_up) == 4  # 64 -> 4 -> 64
+    with pytest.raises(ValueError, match="64"):
+        r(torch.randn(1, 24, 32, 32), torch.randn(1, 16))
+
+
+def test_generator_outputs_and_ablations():
+    content, identity, art, window = tiny_inputs()
+    with torch.no_grad():
+        out = tiny_generator()(content, identity, art, window)
+        assert out["image"].shape == (2, 3, 128, 128) and out["flow"].shape == (2, 2, 32, 32)
+        assert len(out["masks"]) == 1 and out["descriptor"].shape == (2, 16)  # in 32: one fusion stage
+        no_skip = tiny_generator(in_size=64, motion_size=64, fuse_levels=1)
+        content64 = torch.randn(2, 22, 64, 64)
+        assert len(no_skip(content64, identity, art, window)["masks"]) == 1
+        assert len(tiny_generator(in_size=64, motion_size=64)(content64, identity, art, window)["masks"]) == 2
+        assert tiny_generator(refinement=False).refinement is None
+        plain = tiny_generator(art_path=False)
+        a = plain(content, identity, art, window)["image"]
+        assert torch.equal(a, plain(content, identity, art + 1, window)["image"])  # art unused
+        full = tiny_generator()
+        assert not torch.allclose(full(content, identity, art, window)["image"],
+                                  full(content, identity, art + 1, window)["image"])
+
+
+def test_repeats_equal_repeated_inputs():
+    content, identity, art, window = tiny_inputs(b=2, frames=3)
+    g = tiny_generator()
+    with torch.no_grad():
+        once = g(content, identity, art, window, repeats=3)["image"]
+        rep = lambda x: x.repeat_interleave(3, 0)  # noqa: E731
+        each = g(rep(content), rep(identity), rep(art), window)["image"]
+    torch.testing.assert_close(once, each, rtol=1e-4, atol=1e-4)  # batch composition changes float sums
+
+
+@pytest.mark.parametrize("warp_content", [False, True])
+def test_zero_flow_without_refinement_is_vtoonify(warp_content):
+    """With the flow forced to zero (aligned corners) the motion path is the identity: the Style-A
+    generator then renders exactly what VToonify-D with the same weights renders."""
+    g = tiny_generator(refinement=False, warp_content=warp_content, in_size=64, motion_size=64)
+    last = g.motion.warpping_net.flow_out[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    v = VToonifyD(**{**{k: TINY[k] for k in VTOONIFY_ARGS}, "in_size": 64}).eval()
+    v.load_state_dict({k: t for k, t in g.state_dict().items() if not k.startswith("motion.")})
+    _, identity, art, window = tiny_inputs()
+    content = torch.randn(2, 22, 64, 64)
+    with torch.no_grad():
+        ours = g(content, identity, art, window)["image"]
+        theirs = v(content, g.mix_codes(identity, art), 1.0)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+# -- official files --------------------------------------------------------------------------
+
+def styleheat_calibrator_shapes(width=256, in_ch=512, levels=4, descriptor=256) -> dict[str, list[int]]:
+    """StyleHEAT's CalibrationNet(out_size=64, input_channel=512, channel_multiplier=2, narrow=1),
+    enumerated from its constructor (models/styleheat/calibration_net.py)."""
+    w, s = width, {}
+    s["conv_body_first.0.weight"], s["conv_body_first.1.bias"] = [w, in_ch, 1, 1], [w]
+    for i in range(levels):
+        p = f"conv_body_down.{i}."
+        s.update({p + "conv1.0.weight": [w, w, 3, 3], p + "conv1.1.bias": [w], p + "conv2.0.kernel": [4, 4],
+                  p + "conv2.1.weight": [w, w, 3, 3], p + "conv2.2.bias": [w], p + "skip.0.kernel": [4, 4],
+                  p + "skip.1.weight": [w, w, 1, 1]})
+    s["final_conv.0.weight"], s["final_conv.1.bias"] = [w, w, 3, 3], [w]
+    for i in range(levels):
+        p = f"conv_body_up.{i}."
+        s.update({p + "conv1.0.weight": [w, w, 3, 3], p + "conv1.1.bias": [w], p + "conv2.weight": [w, w, 3, 3],
+                  p + "conv2.activation.bias": [w], p + "skip.weight": [w, w, 1, 1]})
+    s.update({"linear_3dmm.0.weight": [descriptor, descriptor], "linear_3dmm.0.bias": [descriptor],
+              "linear_3dmm.2.weight": [descriptor, descriptor], "linear_3dmm.2.bias": [descriptor]})
+    for i in range(levels):
+        p = f"inject_3dmm.{i}."
+        s.update({p + "conv1.weight": [w, w, 3, 3], p + "conv1.bias": [w], p + "conv2.weight": [w, w, 3, 3],
+                  p + "conv2.bias": [w]})
+        for n in ("norm1", "norm2"):
+            s.update({p + f"{n}.mlp_shared.0.weight": [128, w], p + f"{n}.mlp_shared.0.bias": [128],
+                      p + f"{n}.mlp_gamma.weight": [w, 128], p + f"{n}.mlp_gamma.bias": [w],
+                      p + f"{n}.mlp_beta.weight": [w, 128], p + f"{n}.mlp_beta.bias": [w]})
+        for head in ("condition_scale", "condition_shift"):
+            s.update({f"{head}.{i}.0.weight": [w, w, 3, 3], f"{head}.{i}.0.bias": [w],
+                      f"{head}.{i}.2.weight": [2 * w, w, 3, 3], f"{head}.{i}.2.bias": [2 * w]})
+    return s
+
+
+def write_styleheat(path, shared_dir):
+    """A StyleHEAT_visual.pt-format file: video_warper (PIRender's nets, 'warping_net'), calibrator,
+    and keys Style-A must ignore (HFGI generator, audio warper)."""
+    g = torch.Generator().manual_seed(3)
+    rnd = lambda shape: torch.randn(shape, generator=g) if shape else torch.tensor(0)  # noqa: E731
+    state = {}
+    for name, shape in read_manifest(shared_dir / "reference" / "checkpoints" / "pirender_facegenerator.tsv"):
+        if name.startswith(("mapping_net.", "warpping_net.")):
+            state["video_warper." + name.replace("warpping_net.", "warping_net.")] = rnd(shape)
+    state.update({"calibrator." + k: rnd(v) for k, v in styleheat_calibrator_shapes().items()})
+    state["generator.encoder.input_layer.0.weight"] = rnd([64, 3, 3, 3])
+    state["audio_warper.audio_encoder.first.0.weight"] = rnd([256, 80, 7])
+    torch.save({"net_G_ema": state}, path)
+    return state
+
+
+def test_styleheat_rename_map_covers_motion_and_refinement(shared_dir):
+    with torch.device("meta"):
+        g = StyleAGenerator()
+    ours = {k: list(v.shape) for k, v in g.state_dict().items() if k.startswith(("motion.", "refinement."))}
+    theirs = {"calibrator." + k: v for k, v in styleheat_calibrator_shapes().items()}
+    for name, shape in read_manifest(shared_dir / "reference" / "checkpoints" / "pirender_facegenerator.tsv"):
+        if name.startswith(("mapping_net.", "warpping_net.")):
+            theirs["video_warper." + name.replace("warpping_net.", "warping_net.")] = shape
+    renamed = styleheat_state({k: torch.empty(v, device="meta") for k, v in theirs.items()})
+    assert {k: list(v.shape) for k, v in renamed.items()} == ours
+    assert all(not k.startswith("calibrator.condition") for k in renamed)
+
+
+def test_default_size_loads_official_files_and_renders(shared_dir, tmp_path):
+    """The paper-size generator takes a VToonify-D g_ema and StyleHEAT's net_G_ema strictly, then
+    renders a 256 frame to 1024."""
+    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
+    g = torch.Generator().manual_seed(2)
+    vtoonify = {n: torch.randn(s, generator=g) * 0.02 if s else torch.tensor(0) for n, s in manifest}
+    torch.save({"g_ema": vtoonify}, tmp_path / "vtoonify_s_d.pt")
+    styleheat = write_styleheat(tmp_path / "StyleHEAT_visual.pt", shared_dir)
+    del vtoonify
+    model = StyleAGenerator().eval()
+    load_style_a(model, tmp_path / "vtoonify_s_d.pt", tmp_path / "StyleHEAT_visual.pt")
+    loaded = torch.load(tmp_path / "vtoonify_s_d.pt", weights_only=True)["g_ema"]
+    own = model.state_dict()
+    assert torch.equal(own["fusion_out.0.conv.weight"], loaded["fusion_out.0.conv.weight"])
+    assert torch.equal(own["refinement.sft_scale.2.weight"], styleheat["calibrator.condition_scale.3.2.weight"])
+    assert torch.equal(own["motion.warpping_net.flow_out.2.weight"], styleheat["video_warper.warping_net.flow_out.2.weight"])
+    del loaded
+    with torch.no_grad():
+        out = model(torch.randn(1, 22, 256, 256), torch.randn(1, 18, 512), torch.randn(1, 18, 512),
+                    torch.randn(1, 73, 27), degree=0.5)
+    assert out["image"].shape == (1, 3, 1024, 1024) and torch.isfinite(out["image"]).all()
+    assert out["flow"].shape == (1, 2, 64, 64)
+
+    # a wrong file fails in one line naming it
+    torch.save({"g_ema": {"encoder.0.0.weight": torch.zeros(1)}}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="bad.pt.*missing"):
+        load_style_a(model, vtoonify=tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="not a StyleHEAT"):
+        load_style_a(model, styleheat=tmp_path / "bad.pt")
+
+
+def test_check_checkpoint_styleheat(shared_dir, tmp_path):
+    from conftest import check_checkpoint
+
+    write_styleheat(tmp_path / "StyleHEAT_visual.pt", shared_dir)
+    done = check_checkpoint("styleheat", tmp_path / "StyleHEAT_visual.pt")
+    assert done.returncode == 0, done.stderr
+
+
+# -- losses ----------------------------------------------------------------------------------
+
+def test_losses():
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 32, 32) * 2 - 1
+    b = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert losses.reconstruction_loss(a, a) == 0 and losses.reconstruction_loss(a, b) > 0
+
+    vgg = losses.VGGPerceptual(weights=None)
+    fake = a.clone().requires_grad_(True)
+    assert vgg(a, a) == 0
+    value = vgg(fake, b)
+    value.backward()
+    assert value > 0 and fake.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in vgg.parameters())
+    with pytest.raises(ConfigError):
+        losses.VGGPerceptual(weights="bogus")
+
+    zero = torch.zeros(4, 1)
+    assert torch.isclose(losses.d_logistic_loss(zero, zero), torch.tensor(2 * np.log(2), dtype=torch.float32))
+    assert torch.isclose(losses.g_nonsaturating_loss(zero), torch.tensor(np.log(2), dtype=torch.float32))
+    assert losses.g_nonsaturating_loss(torch.full((4, 1), 5.0)) < losses.g_nonsaturating_loss(zero)
+
+    w = torch.randn(3 * 8 * 8)
+    real = torch.randn(2, 3, 8, 8, requires_grad=True)
+    penalty = losses.r1_penalty((real.flatten(1) @ w)[:, None], real)
+    assert torch.isclose(penalty, w.pow(2).sum())  # a linear D has gradient w everywhere
+
+    assert losses.mask_hinge_loss([torch.full((2, 1, 8, 8), 0.05)], degree=1.0) == 0
+    assert torch.isclose(losses.mask_hinge_loss([torch.ones(2, 1, 8, 8)] * 2, degree=1.0), torch.tensor(1.8))
+    assert losses.mask_hinge_loss([torch.ones(2, 1, 8, 8)], degree=0.0) == 0  # bound 1 at degree 0
+
+    src = torch.rand(2, 3, 16, 16)
+    zero = torch.zeros(2, 2, 8, 8)
+    assert losses.warping_loss(src, zero, src, align_corners=True) < 1e-6  # a zero flow is the identity
+    shifted = torch.roll(src, 1, dims=-1)
+    one_left = torch.cat([torch.full((2, 1, 8, 8), -0.5), torch.zeros(2, 1, 8, 8)], 1)  # -1 px of 16 = -0.5 of 8
+    assert losses.warping_loss(src, one_left, shifted, True) < losses.warping_loss(src, zero, shifted, True)
+
+    lm = torch.zeros(2, 68, 2)
+    lm[:, 48:68] = torch.tensor([[20.0, 40.0], [28.0, 44.0]]).repeat(10, 1)  # a 8×4 mouth at (24, 42)
+    boxes = losses.mouth_boxes(lm, 64)
+    assert boxes[0].tolist() == [17, 35, 31, 49]
+    real = torch.zeros(2, 3, 64, 64)
+    outside, inside = real.clone(), real.clone()
+    outside[..., :10, :10] = 1
+    inside[..., 40:44, 22:26] = 1
+    assert losses.mouth_loss(outside, real, lm) == 0 and losses.mouth_loss(inside, real, lm) > 0
+
+    clip = torch.rand(2, 3, 3, 8, 8)
+    assert losses.temporal_loss(clip + 0.3, clip) < 1e-12  # same changes, different frames
+    assert losses.temporal_loss(clip.flip(1), clip) > 0
+    with pytest.raises(ValueError):
+        losses.temporal_loss(clip[:, :1], clip[:, :1])
+
+
+def test_lpips_is_optional():
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install lpips"):
+            losses.LPIPSLoss()
+    else:
+        loss = losses.LPIPSLoss()
+        x = torch.rand(1, 3, 64, 64) * 2 - 1
+        assert loss(x, x) < 1e-6
+
+
+def test_ssim_psnr_match_scikit_image():
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    from stylization.metrics.image import psnr, ssim
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 40, 48)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    for i in range(2):
+        want = skimage_metrics.structural_similarity(x[i].numpy(), y[i].numpy(), gaussian_weights=True, sigma=1.5,
+                                                     use_sample_covariance=False, data_range=1, channel_axis=0)
+        assert abs(float(ssim(x, y)[i]) - want) < 1e-5
+        assert abs(float(psnr(x, y)[i]) - skimage_metrics.peak_signal_noise_ratio(x[i].numpy(), y[i].numpy(),
+                                                                                   data_range=1)) < 1e-3
+    assert torch.allclose(ssim(x, x), torch.ones(2))
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def test_landmark_parsing_draws_the_face_parts(synthetic_corpus):
+    from stylization.data.corpus import Corpus
+    from stylization.data.parsing import N_CLASSES, landmark_labels, landmark_parsing
+
+    corpus = Corpus(synthetic_corpus)
+    rec = corpus.clips("train")[0]
+    landmarks = corpus.load_landmarks(rec)
+    jaw = np.array([np.ptp(f[48:68, 1]) for f in landmarks])
+    labels = landmark_labels(landmarks[int(jaw.argmax())], 64)
+    assert {1, 2, 3, 4, 5, 10, 12, 13} <= set(np.unique(labels).tolist())
+    parsing = landmark_parsing(landmarks[0], 128, scale=2.0)
+    assert parsing.shape == (N_CLASSES, 128, 128) and set(np.unique(parsing).tolist()) == {0.0, 16.0}
+    assert (parsing.sum(0) == 16).all()  # one class per pixel
+
+
+def test_render_pair_dataset(synthetic_corpus):
+    from stylization.data.render_pairs import RenderPairDataset
+
+    ds = RenderPairDataset(synthetic_corpus, "train", content_size=32, code_size=32, out_size=128,
+                           pairs_per_item=2, frames_per_item=2, items_per_clip=2)
+    item = ds[3]
+    assert item["source"].shape == (3, 32, 32) and item["source_parsing"].shape == (19, 32, 32)
+    assert item["semantic"].shape == (2, 2, 73, 27) and item["target"].shape == (2, 2, 3, 128, 128)
+    assert item["styled_source"].shape == (3, 128, 128) and item["art"].shape == (3, 32, 32)
+    assert item["source_semantic"].shape == (73, 27)
+    assert item["style"] in ("cel", "pixel_art") and -1 <= item["target"].min() <= item["target"].max() <= 1
+    again = ds[3]
+    assert torch.equal(item["target"], again["target"]) and item["source_frame"] == again["source_frame"]
+    ds.set_epoch(1)
+    assert any(ds[3]["source_frame"] != item["source_frame"] or ds[i]["style"] != ds[3]["style"] for i in range(4))
+
+    test = RenderPairDataset(synthetic_corpus, "test", content_size=32, code_size=32, out_size=128,
+                             pairs_per_item=3, frames_per_item=1, items_per_clip=1, deterministic=True,
+                             targets="teacher", parsing="none")
+    item = test[1]
+    assert item["source_frame"] == 0 and (item["target_frames"] > 0).all()
+    assert item["target_real"].shape == (3, 1, 3, 32, 32) and "source_parsing" not in item
+    assert [test[i]["style"] for i in range(2)] == ["cel", "pixel_art"]
+
+
+# -- training --------------------------------------------------------------------------------
+
+TINY_OVERRIDES = ["model=style_a_small", "model.generator.in_size=32", "model.generator.motion_size=32",
+                  "model.generator.channel_cap=16", "model.generator.style_dim=16", "model.generator.refinement_width=8",
+                  "model.generator.motion_base_nc=8", "model.generator.motion_max_nc=16",
+                  "model.generator.descriptor_nc=16", "model.psp.input_size=32",
+                  "model.psp.encoder_blocks=[[16,16,1],[16,16,1],[16,16,1],[16,16,1]]", "model.discriminator.channel_cap=16",
+                  "stage.batch_size=1", "stage.pairs_per_item=2", "stage.frames_per_item=2"]
+
+
+def style_a_overrides(root, run_dir, steps, extra=()):
+    trainer = {"max_steps": steps, "num_workers": 0, "log_every_steps": 1, "val_every_steps": steps,
+               "val_batches": 1, "image_every_steps": steps, "checkpoint_every_steps": steps, "device": "cpu",
+               "ema_decay": 0.5}
+    return (["stage=style_a", f"data.root={root}", f"trainer.run_dir={run_dir}", "stage.lr=2e-3", *TINY_OVERRIDES]
+            + [f"trainer.{k}={v}" for k, v in trainer.items()] + list(extra))
+
+
+def train_log(run_dir) -> list[dict[str, float]]:
+    """The per-step training scalars of train.log ("... step N train k=v k=v")."""
+    rows = []
+    for line in (run_dir / "train.log").read_text().splitlines():
+        if " train " in line and " step " in line:
+            rows.append({k: float(v) for k, v in (kv.split("=") for kv in line.split(" train ", 1)[1].split())})
+    return rows
+
+
+def test_training_loss_falls_and_eval_render_reports(synthetic_corpus, tmp_path):
+    from stylization.engine.run import run_training as train
+
+    run_dir = tmp_path / "run"
+    steps = 24
+    cfg = compose_train(style_a_overrides(synthetic_corpus, run_dir, steps))
+    assert train(cfg) == steps
+    log = train_log(run_dir)
+    mse = [row["mse"] for row in log]
+    assert len(mse) == steps and np.mean(mse[-6:]) < 0.7 * np.mean(mse[:6]), mse
+    assert {"d_loss", "g_adv", "temporal", "mask", "r1"} <= set(log[0])
+
+    done = subprocess.run([sys.executable, "scripts/eval_render.py", f"run={run_dir}", f"data.root={synthetic_corpus}",
+                           "split=test", "pairs_per_item=2", "device=cpu"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"ssim", "psnr", "l1", "init_ssim", "init_psnr", "still_ssim", "still_psnr", "styled_source_ssim"} <= set(result)
+    assert result["frames"] == 2 * result["items"] > 0
+    assert (run_dir / "eval_render_test.png").is_file()
+
+
+def test_teacher_targets(synthetic_corpus, tmp_path):
+    """stage.targets=teacher renders the ground truth with a frozen VToonify-D from its official file."""
+    from stylization.engine.run import run_training as train
+
+    teacher = VToonifyD(in_size=32, out_size=128, style_dim=16, channel_multiplier=1, channel_cap=16)
+    torch.save({"g_ema": teacher.state_dict()}, tmp_path / "vtoonify_s_d.pt")
+    cfg = compose_train(style_a_overrides(synthetic_corpus, tmp_path / "run", 2, [
+        "stage.targets=teacher", f"stage.checkpoints.vtoonify={tmp_path / 'vtoonify_s_d.pt'}"]))
+    assert train(cfg) == 2
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_000000002.pt", weights_only=False)
+    assert "teacher" in state["modules"]
+    # the student started from the teacher's weights (every part but motion and refinement)
+    with pytest.raises(ConfigError, match="checkpoints.vtoonify"):
+        from stylization.style_a.stage import StyleAStage
+
+        StyleAStage(compose_train(style_a_overrides(synthetic_corpus, tmp_path / "r2", 1, ["stage.targets=teacher"]))
+                    ).build_modules()
