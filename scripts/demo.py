@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SENTENCE = "Every painted face can speak with a voice of its own today."
-EMOTION = "A person speaks with a broad smile, cheeks raised, looking really happy."
+EMOTION = "A person speaks with a broad smile and raised cheeks and looks really happy."
 STYLE = "pop_art"
 
 

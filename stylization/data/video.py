@@ -166,6 +166,9 @@ def write_video(
             container.mux(vstream.encode(None))
             if astream is not None:
                 _encode_audio(container, astream, audio, sample_rate, len(frames) / float(fps))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a finished video is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
