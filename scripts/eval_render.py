@@ -15,8 +15,10 @@ corpus's stylised ground truth at the model's output size, images in [0, 1]:
 * ``mouth_psnr``, ``still_mouth_psnr``, ``styled_source_mouth_psnr`` — PSNR inside the target's
   mouth box (landmarks 48-67, enlarged 1.5 times): does the mouth follow the coefficients?
 
-It writes a grid (rows: source | art | target | model | untrained | still) and prints, as its
-last line, one JSON object with those keys (frame means) plus ``frames`` and ``items``.
+It writes a grid (rows: source | art | target | model | untrained | still), a mouth grid next
+to it (``*_mouth.png``: per item, the enlarged mouths of its target frames, left to right, in
+three rows: target, model, still) and prints, as its last line, one JSON object with those keys
+(frame means) plus ``frames``, ``items`` and the two grid paths.
 """
 
 import json
@@ -31,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    import cv2
-    import numpy as np
     import torch
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader, Subset
@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict:
     sums = {k: 0.0 for k in ("ssim", "psnr", "l1", "init_ssim", "init_psnr", "still_ssim", "still_psnr",
                              "styled_source_ssim", "styled_source_psnr", "mouth_psnr", "still_mouth_psnr",
                              "styled_source_mouth_psnr")}
-    frames, rows = 0, []
+    frames, rows, mouth_rows = 0, [], []
     loader = DataLoader(dataset, batch_size=int(cfg.batch_items), num_workers=0)
     unit = lambda x: ((x.float().clamp(-1, 1) + 1) / 2)  # noqa: E731
     with torch.no_grad():
@@ -95,6 +95,8 @@ def evaluate(cfg: DictConfig) -> dict:
             size = real.shape[-1]
             up = lambda x: torch.nn.functional.interpolate(unit(x), size=(size, size), mode="bilinear")  # noqa: E731
             for i in range(b):
+                if len(mouth_rows) < int(cfg.grid_items):
+                    mouth_rows.append(mouth_strip(real, outputs[""], outputs["still_"], boxes, range(i * k, i * k + k)))
                 if len(rows) < int(cfg.grid_items):
                     j = i * k + k // 2
                     rows.append(torch.cat([up(batch["source"][i:i + 1])[0], up(batch["art"][i:i + 1])[0], real[j],
@@ -103,12 +105,44 @@ def evaluate(cfg: DictConfig) -> dict:
     result.update(frames=frames, items=len(dataset))
     run_dir = str(cfg.run) if os.path.isdir(str(cfg.run)) else os.path.dirname(str(cfg.run))
     grid_path = str(cfg.grid) if cfg.grid else os.path.join(run_dir, f"eval_render_{cfg.split}.png")
-    grid = (torch.cat(rows, dim=-2).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    tmp = grid_path + ".tmp.png"
-    cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, grid_path)
-    result["grid"] = grid_path
+    write_png(grid_path, torch.cat(rows, dim=-2))
+    mouth_path = os.path.splitext(grid_path)[0] + "_mouth.png"
+    write_png(mouth_path, torch.cat(mouth_rows, dim=-2))
+    result.update(grid=grid_path, mouth_grid=mouth_path)
     return result
+
+
+def mouth_strip(real, model, still, boxes, frames, zoom: int = 4):
+    """The mouths of one item's target frames, enlarged: target | model | still, frames left to right.
+
+    real, model, still [N, 3, S, S] in [0, 1]; boxes [N] mouth boxes (x0, y0, x1, y1); frames: indices.
+    Every crop is a square of a quarter of the frame side, centred on its box; returns
+    [3, 3·(S/4·zoom + 2), len(frames)·(S/4·zoom + 2)]."""
+    import torch
+    import torch.nn.functional as F
+
+    size = real.shape[-1]
+    side = size // 4
+    columns = []
+    for j in frames:
+        x0, y0, x1, y1 = boxes[j]
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        left, top = min(max(cx - side // 2, 0), size - side), min(max(cy - side // 2, 0), size - side)
+        crops = [F.interpolate(img[j:j + 1, :, top:top + side, left:left + side], scale_factor=zoom, mode="nearest")[0]
+                 for img in (real, model, still)]
+        columns.append(F.pad(torch.cat([F.pad(c, (0, 0, 0, 2), value=1.0) for c in crops], dim=-2), (0, 2), value=1.0))
+    return torch.cat(columns, dim=-1)
+
+
+def write_png(path: str, image) -> None:
+    """[3, H, W] in [0, 1] -> PNG, written atomically."""
+    import cv2
+    import numpy as np
+
+    array = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    tmp = path + ".tmp.png"
+    cv2.imwrite(tmp, cv2.cvtColor(array, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval_render")

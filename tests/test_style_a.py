@@ -62,6 +62,9 @@ def test_generator_outputs_and_ablations():
         full = tiny_generator()
         assert not torch.allclose(full(content, identity, art, window)["image"],
                                   full(content, identity, art + 1, window)["image"])
+        every = tiny_generator(art_layers=None)  # colours from the art code too: the identity code is unused
+        assert every.art_layers == 12 and torch.equal(every.mix_codes(identity, art), art)
+        assert torch.equal(full.mix_codes(identity, art)[:, 7:], identity[:, 7:])
 
 
 def test_repeats_equal_repeated_inputs():
@@ -248,6 +251,15 @@ def test_losses():
     with pytest.raises(ValueError):
         losses.temporal_loss(clip[:, :1], clip[:, :1])
 
+    # an error every frame of a source shares (blur, colour) costs nothing; one that varies does
+    renders = torch.rand(2, 4, 3, 8, 8)
+    assert losses.motion_residual_loss(renders + 0.5 * torch.rand(2, 1, 3, 8, 8), renders) < 1e-12
+    still = renders[:, :1].expand_as(renders)  # the same frame whatever the window
+    pairs = (still - renders)[:, :, None] - (still - renders)[:, None]  # residual differences of every pair
+    assert torch.isclose(losses.motion_residual_loss(still, renders), pairs.pow(2).mean() / 2)
+    with pytest.raises(ValueError):
+        losses.motion_residual_loss(renders[:, :1], renders[:, :1])
+
 
 def test_lpips_is_optional():
     try:
@@ -366,6 +378,29 @@ def test_training_loss_falls_and_eval_render_reports(synthetic_corpus, tmp_path)
     assert {"ssim", "psnr", "l1", "init_ssim", "init_psnr", "still_ssim", "still_psnr", "styled_source_ssim"} <= set(result)
     assert result["frames"] == 2 * result["items"] > 0
     assert (run_dir / "eval_render_test.png").is_file()
+
+
+def test_motion_phase_freezes_the_renderer(synthetic_corpus, tmp_path):
+    """From stage.motion_phase_from on, only motion, refinement and content learn; resuming keeps the phase."""
+    from stylization.engine.run import run_training as train
+
+    run_dir = tmp_path / "run"
+    extra = ["stage.motion_phase_from=2", "trainer.checkpoint_every_steps=2", "trainer.keep_checkpoints=0"]
+    assert train(compose_train(style_a_overrides(synthetic_corpus, run_dir, 3, extra))) == 3
+    assert train(compose_train(style_a_overrides(synthetic_corpus, run_dir, 4, extra))) == 4  # resumed at 3
+    load = lambda step: torch.load(run_dir / "checkpoints" / f"step_{step:09d}.pt", weights_only=False)  # noqa: E731
+    before, after = load(2), load(4)
+    first = load(2)["optimizers"]["generator"]["param_groups"]
+    assert [g["name"] for g in first] == ["renderer", "motion"] and first[0]["lr"] == 0.0 < first[1]["lr"]
+    for name in ("generator", "psp"):
+        old, new = before["modules"][name], after["modules"][name]
+        changed = {k for k in old if not torch.equal(old[k], new[k])}
+        if name == "psp":
+            assert not changed
+        else:
+            assert changed and all(k.startswith(("motion.", "refinement.", "encoder.", "fusion_")) for k in changed), \
+                sorted(changed)[:5]
+            assert any(k.startswith("motion.") for k in changed)
 
 
 def test_teacher_targets(synthetic_corpus, tmp_path):

@@ -8,6 +8,9 @@
 * :func:`mask_hinge_loss` — VToonify's fusion-mask hinge: relu(mean(m) - ((1 - d)^2 · 0.9 + 0.1)).
 * :func:`temporal_loss` — consecutive frames: MSE between the change of the outputs and the
   change of the targets (the official code declared a temporal loss and never wrote it).
+* :func:`motion_residual_loss` — the part of the error that changes with the coefficient window:
+  the spread of (output - target) over the frames rendered from one source. The blur and colour
+  errors every frame of a source shares cancel in it, which leaves the mouth and pose.
 * :func:`warping_loss` — PIRenderer's motion-generator loss: L1 between the source image warped
   by the flow and the target image.
 * :func:`mouth_loss` — MSE inside each target's mouth box (landmarks 48-67, enlarged): the mouth
@@ -135,6 +138,15 @@ def temporal_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     if fake.shape[1] < 2:
         raise ValueError("the temporal loss needs at least two consecutive frames per item")
     return F.mse_loss(fake[:, 1:] - fake[:, :-1], real[:, 1:] - real[:, :-1])
+
+
+def motion_residual_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """fake, real [B, N >= 2, 3, H, W] (N frames rendered from one source) -> mean squared deviation of
+    the residual from its mean over the N frames (half the mean pairwise MSE of residual differences)."""
+    if fake.shape[1] < 2:
+        raise ValueError("the motion residual loss needs at least two frames per source")
+    residual = fake - real
+    return (residual - residual.mean(1, keepdim=True)).pow(2).mean()
 
 
 def warping_loss(source: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, align_corners: bool = False):

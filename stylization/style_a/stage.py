@@ -14,8 +14,13 @@ adversarial (a discriminator conditioned on degree and style, lazy R1), the fusi
 the temporal loss on consecutive frames, an optional mouth-box MSE, and the warping loss PIRenderer trains its motion
 generator with (L1 between the real source frame warped by the flow and the real target frame;
 off when the motion generator comes pretrained from StyleHEAT, on for training from scratch).
+The optional motion residual loss is the part of the error that varies over the frames rendered
+from one source (the blur and colour errors they share cancel in it).
 What trains is set by ``stage.train``; pretrained
-parts come from ``stage.checkpoints`` (VToonify-D ``g_ema``, StyleHEAT, pSp, BiSeNet).
+parts come from ``stage.checkpoints`` (VToonify-D ``g_ema``, StyleHEAT, pSp, BiSeNet). With
+``stage.motion_phase_from=N`` (or the model config's ``motion_phase_from``) everything but
+``stage.motion_phase_groups`` stops learning at step N: a from-scratch renderer first learns the
+styles and the head, then the coefficient-driven parts learn the mouth against a fixed renderer.
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ class StyleAStage(TrainingStage):
         self.loss_weights = {k: float(v) for k, v in {**s.loss, **(cfg.model.get("loss") or {})}.items()}
         self.perceptual = losses.VGGPerceptual(s.perceptual_weights) if self.loss_weights["perceptual"] > 0 else None
         self.lpips = losses.LPIPSLoss() if self.loss_weights["lpips"] > 0 else None
+        phase = s.get("motion_phase_from")
+        self.motion_phase_from = cfg.model.get("motion_phase_from") if phase is None else phase
+        self.motion_phase_groups = list(s.get("motion_phase_groups") or ("motion", "refinement", "content"))
+        unknown = set(self.motion_phase_groups) - set(TRAIN_GROUPS)
+        if unknown:
+            raise ConfigError(f"stage.motion_phase_groups: unknown {sorted(unknown)}; known: {list(TRAIN_GROUPS)}")
         self.exstyle = None
         if s.checkpoints.get("exstyle_codes"):
             from stylization.style_a.dualstylegan import load_exstyle_codes
@@ -116,13 +127,29 @@ class StyleAStage(TrainingStage):
     def build_optimizers(self, modules):
         s = self.cfg.stage
         make = lambda params: torch.optim.Adam(params, lr=float(s.lr), betas=tuple(s.betas))  # noqa: E731
-        params = [p for name in ("generator", "psp") for p in modules[name].parameters() if p.requires_grad]
-        if not params:
+        groups = modules["generator"].trainable_groups()
+        late = [p for name in self.motion_phase_groups for p in groups.get(name, []) if p.requires_grad]
+        ids = {id(p) for p in late}
+        rest = [p for name in ("generator", "psp") for p in modules[name].parameters()
+                if p.requires_grad and id(p) not in ids]
+        if not late and not rest:
             raise ConfigError("stage.train leaves nothing to train")
-        optimizers = {"generator": make(params)}
+        # two parameter groups: "renderer" stops learning at stage.motion_phase_from (lr 0)
+        optimizers = {"generator": make([{"params": ps, "name": name} for name, ps in (("renderer", rest), ("motion", late))
+                                         if ps])}
         if "discriminator" in modules:
             optimizers["discriminator"] = make(modules["discriminator"].parameters())
         return optimizers
+
+    def build_schedulers(self, optimizers):
+        """The "renderer" parameter group's learning rate drops to 0 at ``stage.motion_phase_from``."""
+        if self.motion_phase_from is None:
+            return {}
+        opt = optimizers["generator"]
+        keep = lambda step: 1.0  # noqa: E731
+        stop = lambda step: 0.0 if self.in_motion_phase(step) else 1.0  # noqa: E731
+        return {"generator": torch.optim.lr_scheduler.LambdaLR(
+            opt, [stop if g["name"] == "renderer" else keep for g in opt.param_groups])}
 
     def dataset(self, split: str, deterministic: bool) -> RenderPairDataset:
         s, m, d = self.cfg.stage, self.cfg.model, self.cfg.data
@@ -152,13 +179,19 @@ class StyleAStage(TrainingStage):
         z = self.exstyle.to(batch["art"].device)[batch["style_index"]]
         return renderer.generator.generator.generator.map_codes(z)
 
-    def render(self, modules: dict[str, nn.Module], batch: dict, ctx: StepContext) -> tuple[dict, torch.Tensor]:
+    def in_motion_phase(self, step: int) -> bool:
+        """From ``stage.motion_phase_from`` on, only ``stage.motion_phase_groups`` learn."""
+        return self.motion_phase_from is not None and step >= int(self.motion_phase_from)
+
+    def render(self, modules: dict[str, nn.Module], batch: dict, ctx: StepContext,
+               frozen_codes: bool = False) -> tuple[dict, torch.Tensor]:
         """Renders every target window of the batch; returns (generator outputs, targets [B, K, F, 3, O, O])."""
         r = self.renderer(modules)
         b, k, f = batch["semantic"].shape[:3]
         with ctx.autocast():
             content = r.content_input(batch["source"], batch.get("source_parsing"))
-            identity, art = r.codes(batch["identity_face"]), self.art_codes(r, batch)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_codes):
+                identity, art = r.codes(batch["identity_face"]), self.art_codes(r, batch)
             out = r(content, identity, art, batch["semantic"].flatten(0, 2), repeats=k * f)
         out["image"] = out["image"].float()
         if "target" in batch:
@@ -189,7 +222,7 @@ class StyleAStage(TrainingStage):
 
     def training_step(self, batch, ctx: StepContext):
         w = self.loss_weights
-        out, target = self.render(ctx.modules, batch, ctx)
+        out, target = self.render(ctx.modules, batch, ctx, frozen_codes=self.in_motion_phase(ctx.step))
         b, k, f = batch["semantic"].shape[:3]
         fake, real = out["image"], target.flatten(0, 2)
         terms = {}
@@ -224,11 +257,14 @@ class StyleAStage(TrainingStage):
                                                 g.align_corners)
         if w.get("mouth", 0) > 0:
             terms["mouth"] = losses.mouth_loss(fake, real, batch["target_landmarks"].flatten(0, 2))
+        if k * f > 1 and w.get("motion", 0) > 0:
+            terms["motion"] = losses.motion_residual_loss(fake.reshape(b, k * f, *fake.shape[1:]),
+                                                          real.reshape(b, k * f, *real.shape[1:]))
         if f > 1 and w["temporal"] > 0:
             terms["temporal"] = losses.temporal_loss(fake.reshape(b * k, f, *fake.shape[1:]), target.flatten(0, 1))
         weights = {"g_adv": w["adversarial"], "mse": w["mse"], "perceptual": w["perceptual"], "lpips": w["lpips"],
                    "mask": w["mask"], "temporal": w["temporal"], "warp": w.get("warp", 0.0),
-                   "mouth": w.get("mouth", 0.0)}
+                   "mouth": w.get("mouth", 0.0), "motion": w.get("motion", 0.0)}
         loss = sum(weights[name] * value for name, value in terms.items() if name in weights)
         grad_norm = ctx.optimize("generator", loss)
         return {"loss": loss.detach(), **{n: v.detach() for n, v in terms.items()}, "grad_norm": grad_norm}

@@ -4,7 +4,7 @@ It is VToonify-D (content encoder, fusion, frozen DualStyleGAN backbone with Mod
 :mod:`stylization.style_a.vtoonify`) plus the coefficient-driven motion of StyleHEAT:
 
 1. the W+ code is the art code on layers ``0 .. art_layers-1`` (structure) and the identity
-   code above (VToonify-D without colour transfer; ``art_layers = n_latent`` takes the colours
+   code above (VToonify-D without colour transfer; ``art_layers=None`` (every layer) takes the colours
    from the art code too);
 2. the content encoder reads the identity frame (RGB + 19 parsing channels / 16) and the
    generator runs from 32×32 up, fusing encoder features at the 32, 64, 128, 256 stages;
@@ -17,8 +17,9 @@ It is VToonify-D (content encoder, fusion, frozen DualStyleGAN backbone with Mod
 
 The encoder skips fused at 64, 128 and 256 are not warped; R exists to remove the ghosting
 that causes. (``warp_content=True`` warps them too: the CPU-sized model trained from scratch
-uses it, because a briefly trained generator otherwise copies the source's pose through them.) Ablations (Table 2): ``art_path=False`` (plain StyleGAN2 path: no ModRes, no
-colour transform, identity code only), ``fuse_levels=1`` (no middle-level skips: content enters
+uses it, because a briefly trained generator otherwise copies the source's pose through them.)
+Ablations (Table 2): ``art_path=False`` (plain StyleGAN2 path: no ModRes, no colour transform,
+identity code only), ``fuse_levels=1`` (no middle-level skips: content enters
 at 32×32 only), ``refinement=False``.
 
 Parameters map one-to-one onto a VToonify-D ``g_ema`` except ``motion.*`` and ``refinement.*``,
@@ -93,10 +94,11 @@ class StyleAGenerator(VToonifyD):
     * motion_base_nc / motion_max_nc / motion_encoder_layers / motion_decoder_layers /
       mapping_layers / descriptor_nc: the MotionGenerator (PIRenderer's 32 / 256 / 5 / 3 / 3 / 256);
     * refinement (True), refinement_width (256), refine_input ("pre_warp" | "warped");
-    * art_path (True), art_layers (7), fuse_levels (None: every level), warp_skip (True: warp the
-      32×32 RGB skip with the feature), warp_content (False: the paper's unwarped encoder skips
-      at 64×64 and above; True warps them with the same flow), align_corners (False: StyleHEAT's warp convention, needed
-      for its weights; True makes a zero flow the exact identity).
+    * art_path (True), art_layers (7; None: every layer, colours from the art code too),
+      fuse_levels (None: every level), warp_skip (True: warp the 32×32 RGB skip with the feature),
+      warp_content (False: the paper's unwarped encoder skips at 64×64 and above; True warps them
+      with the same flow), align_corners (False: StyleHEAT's warp convention, needed for its
+      weights; True makes a zero flow the exact identity).
     """
 
     def __init__(self, in_size: int = 256, out_size: int = 1024, style_dim: int = 512, n_mlp: int = 8,
@@ -104,7 +106,7 @@ class StyleAGenerator(VToonifyD):
                  motion_size: int = 256, motion_base_nc: int = 32, motion_max_nc: int = 256,
                  motion_encoder_layers: int = 5, motion_decoder_layers: int = 3, mapping_layers: int = 3,
                  descriptor_nc: int = 256, refinement: bool = True, refinement_width: int = 256,
-                 refine_input: str = "pre_warp", art_path: bool = True, art_layers: int = 7,
+                 refine_input: str = "pre_warp", art_path: bool = True, art_layers: int | None = 7,
                  fuse_levels: int | None = None, warp_skip: bool = True, warp_content: bool = False,
                  align_corners: bool = False):
         super().__init__(in_size, out_size, style_dim, n_mlp, channel_multiplier, num_res_layers, channel_cap)
@@ -117,7 +119,8 @@ class StyleAGenerator(VToonifyD):
         channels_64 = self.generator.generator.channels[64]
         self.refinement = Refinement(channels_64, 64, refinement_width, descriptor_nc) if refinement else None
         self.motion_size, self.refine_input = motion_size, refine_input
-        self.art_path, self.art_layers = art_path, art_layers
+        self.art_path = art_path
+        self.art_layers = self.generator.n_latent if art_layers is None else int(art_layers)
         self.fuse_levels, self.warp_skip, self.align_corners = fuse_levels, warp_skip, align_corners
         self.warp_content = warp_content
         self.n_latent = self.generator.n_latent
