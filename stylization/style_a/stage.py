@@ -190,7 +190,13 @@ class StyleAStage(TrainingStage):
         b, k, f = batch["semantic"].shape[:3]
         with ctx.autocast():
             content = r.content_input(batch["source"], batch.get("source_parsing"))
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_codes):
+            if frozen_codes:  # the motion phase: pSp neither learns nor updates its BatchNorm statistics
+                psp, mode = modules["psp"], modules["psp"].training
+                with torch.no_grad():
+                    psp.eval()
+                    identity, art = r.codes(batch["identity_face"]), self.art_codes(r, batch)
+                    psp.train(mode)
+            else:
                 identity, art = r.codes(batch["identity_face"]), self.art_codes(r, batch)
             out = r(content, identity, art, batch["semantic"].flatten(0, 2), repeats=k * f)
         out["image"] = out["image"].float()
