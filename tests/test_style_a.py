@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,6 +379,7 @@ def test_training_loss_falls_and_eval_render_reports(synthetic_corpus, tmp_path)
     assert {"ssim", "psnr", "l1", "init_ssim", "init_psnr", "still_ssim", "still_psnr", "styled_source_ssim"} <= set(result)
     assert result["frames"] == 2 * result["items"] > 0
     assert (run_dir / "eval_render_test.png").is_file()
+    assert result["mouth_grid"] == str(run_dir / "eval_render_test_mouth.png") and Path(result["mouth_grid"]).is_file()
 
 
 def test_motion_phase_freezes_the_renderer(synthetic_corpus, tmp_path):
