@@ -14,6 +14,10 @@ corpus's stylised ground truth at the model's output size, images in [0, 1]:
   perfect stylisation with no motion (an oracle; only corpora with stylised frames have it);
 * ``mouth_psnr``, ``still_mouth_psnr``, ``styled_source_mouth_psnr`` — PSNR inside the target's
   mouth box (landmarks 48-67, enlarged 1.5 times): does the mouth follow the coefficients?
+* ``mouth_motion_corr``, ``mouth_motion_gain`` — the part of each item's mouth that changes over its
+  target frames (pixels of one box, the mean of the frames' boxes, minus their mean over the frames):
+  the correlation of the model's with the target's (0: no relation; 1: it moves as the target
+  does) and the ratio of their RMS (0: a still mouth). A model that ignores the window scores 0, 0.
 
 It writes a grid (rows: source | art | target | model | untrained | still), a mouth grid next
 to it (``*_mouth.png``: per item, the enlarged mouths of its target frames, left to right, in
@@ -64,6 +68,7 @@ def evaluate(cfg: DictConfig) -> dict:
                              "styled_source_ssim", "styled_source_psnr", "mouth_psnr", "still_mouth_psnr",
                              "styled_source_mouth_psnr")}
     frames, rows, mouth_rows = 0, [], []
+    motion = {"mt": 0.0, "mm": 0.0, "tt": 0.0}  # sums of the mouth changes' products (model, target)
     loader = DataLoader(dataset, batch_size=int(cfg.batch_items), num_workers=0)
     unit = lambda x: ((x.float().clamp(-1, 1) + 1) / 2)  # noqa: E731
     with torch.no_grad():
@@ -91,6 +96,11 @@ def evaluate(cfg: DictConfig) -> dict:
                 sums[prefix + "mouth_psnr"] += sum(
                     float(psnr(fake[i:i + 1, :, y0:y1, x0:x1], real[i:i + 1, :, y0:y1, x0:x1]))
                     for i, (x0, y0, x1, y1) in enumerate(boxes))
+            for i in range(b):
+                model_change, target_change = mouth_changes(outputs[""], real, boxes, range(i * k, i * k + k))
+                motion["mt"] += float((model_change * target_change).sum())
+                motion["mm"] += float(model_change.square().sum())
+                motion["tt"] += float(target_change.square().sum())
             frames += real.shape[0]
             size = real.shape[-1]
             up = lambda x: torch.nn.functional.interpolate(unit(x), size=(size, size), mode="bilinear")  # noqa: E731
@@ -102,6 +112,8 @@ def evaluate(cfg: DictConfig) -> dict:
                     rows.append(torch.cat([up(batch["source"][i:i + 1])[0], up(batch["art"][i:i + 1])[0], real[j],
                                            outputs[""][j], outputs["init_"][j], outputs["still_"][j]], dim=-1))
     result = {key: round(value / max(frames, 1), 4) for key, value in sums.items()}
+    result["mouth_motion_corr"] = round(motion["mt"] / max((motion["mm"] * motion["tt"]) ** 0.5, 1e-12), 4)
+    result["mouth_motion_gain"] = round((motion["mm"] / max(motion["tt"], 1e-12)) ** 0.5, 4)
     result.update(frames=frames, items=len(dataset))
     run_dir = str(cfg.run) if os.path.isdir(str(cfg.run)) else os.path.dirname(str(cfg.run))
     grid_path = str(cfg.grid) if cfg.grid else os.path.join(run_dir, f"eval_render_{cfg.split}.png")
@@ -110,6 +122,16 @@ def evaluate(cfg: DictConfig) -> dict:
     write_png(mouth_path, torch.cat(mouth_rows, dim=-2))
     result.update(grid=grid_path, mouth_grid=mouth_path)
     return result
+
+
+def mouth_changes(model, real, boxes, frames):
+    """How one item's mouth changes over its frames: the pixels of one box (the mean of the frames'
+    boxes) minus their mean over the frames, for the model and the target: two [len(frames), 3, h, w]."""
+    import torch
+
+    x0, y0, x1, y1 = torch.tensor([boxes[j] for j in frames], dtype=torch.float).mean(0).round().int().tolist()
+    crops = [img[list(frames), :, y0:y1, x0:x1] for img in (model, real)]
+    return tuple(c - c.mean(0, keepdim=True) for c in crops)
 
 
 def mouth_strip(real, model, still, boxes, frames, zoom: int = 4):

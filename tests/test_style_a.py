@@ -68,6 +68,19 @@ def test_generator_outputs_and_ablations():
         assert torch.equal(full.mix_codes(identity, art)[:, 7:], identity[:, 7:])
 
 
+def test_content_at_the_output_size_is_fused():
+    """in_size == out_size (the CPU-sized model): the encoder's top feature meets the generator after
+    its last upsampling (fusion_out[2]; fusion_skip[2] stays unused)."""
+    g = tiny_generator(in_size=128, motion_size=32, refinement=False)
+    assert g.top_fusion() == 2 and tiny_generator().top_fusion() is None  # VToonify's 4x layout has none
+    _, identity, art, window = tiny_inputs()
+    out = g(torch.randn(2, 22, 128, 128), identity, art, window)
+    assert len(out["masks"]) == 3 and out["masks"][-1].shape[-1] == 128
+    out["image"].square().mean().backward()
+    assert g.fusion_out[2].conv.weight.grad.abs().sum() > 0
+    assert g.fusion_skip[2].weight.grad is None
+
+
 def test_repeats_equal_repeated_inputs():
     content, identity, art, window = tiny_inputs(b=2, frames=3)
     g = tiny_generator()
@@ -332,6 +345,24 @@ def test_render_pair_dataset(synthetic_corpus):
     assert [test[i]["style"] for i in range(2)] == ["cel", "pixel_art"]
 
 
+def test_source_frame_choices(synthetic_corpus):
+    from stylization.data.render_pairs import RenderPairDataset, closed_mouth_frame
+
+    landmarks = np.zeros((4, 68, 2), np.float32)
+    landmarks[:, 65:68, 1] = [[5.0], [1.0], [3.0], [4.0]]  # the lower inner lip, below the upper one at 0
+    assert closed_mouth_frame(landmarks) == 1
+    kwargs = dict(content_size=32, code_size=32, out_size=128, pairs_per_item=2, frames_per_item=1, items_per_clip=2)
+    first = RenderPairDataset(synthetic_corpus, "train", source_frame="first", **kwargs)
+    closed = RenderPairDataset(synthetic_corpus, "train", source_frame="closed_mouth", **kwargs)
+    assert {first[i]["source_frame"] for i in range(4)} == {0}
+    for i in range(4):
+        rec = closed.clips[closed.slots[i][0]]
+        expected = closed_mouth_frame(np.load(closed.corpus.path(rec, "landmarks"))[:rec.n_frames])
+        assert closed[i]["source_frame"] == expected
+    with pytest.raises(ConfigError, match="source_frame"):
+        RenderPairDataset(synthetic_corpus, "train", source_frame="middle", **kwargs)
+
+
 # -- training --------------------------------------------------------------------------------
 
 TINY_OVERRIDES = ["model=style_a_small", "model.generator.in_size=32", "model.generator.motion_size=32",
@@ -380,6 +411,25 @@ def test_training_loss_falls_and_eval_render_reports(synthetic_corpus, tmp_path)
     assert result["frames"] == 2 * result["items"] > 0
     assert (run_dir / "eval_render_test.png").is_file()
     assert result["mouth_grid"] == str(run_dir / "eval_render_test_mouth.png") and Path(result["mouth_grid"]).is_file()
+    assert -1 <= result["mouth_motion_corr"] <= 1 and result["mouth_motion_gain"] >= 0
+
+
+def test_mouth_changes_measure_what_moves_over_the_frames():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_render", REPO / "scripts" / "eval_render.py")
+    eval_render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_render)
+    real = torch.rand(1, 3, 32, 32).repeat(3, 1, 1, 1)
+    real[1, :, 20:22, 12:20] = 0.0  # the mouth opens in frame 1 and wider in frame 2
+    real[2, :, 19:23, 12:20] = 0.0
+    boxes = [(10, 16, 22, 26), (10, 17, 22, 27), (10, 18, 22, 28)]  # their mean: (10, 17, 22, 27)
+    still = real[:1].repeat(3, 1, 1, 1)
+    model_change, target_change = eval_render.mouth_changes(still, real, boxes, range(3))
+    assert model_change.shape == target_change.shape == (3, 3, 10, 12)
+    assert model_change.abs().max() < 1e-6 and target_change.abs().max() > 0.1
+    same, target_change = eval_render.mouth_changes(real, real, boxes, range(3))
+    assert torch.equal(same, target_change)
 
 
 def test_motion_phase_freezes_the_renderer(synthetic_corpus, tmp_path):

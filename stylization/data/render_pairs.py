@@ -25,7 +25,10 @@ Keys (images float32 in [-1, 1], channels first; F = ``frames_per_item``):
 Each clip gives ``items_per_clip`` items per epoch. With ``deterministic=True`` (evaluation) the
 source is frame 0, the runs start at evenly spaced frames after it, and styles and references
 cycle with the index; otherwise everything is drawn from a generator seeded by
-(seed, epoch, index).
+(seed, epoch, index), and the source is ``source_frame``: "random" (any frame, the official
+recipe), "first" (frame 0) or "closed_mouth" (the frame whose inner lips, landmarks 61-63 and
+65-67, are closest together: a portrait-like identity photo, so the window alone says how far to
+open the mouth).
 """
 
 from __future__ import annotations
@@ -75,17 +78,28 @@ def read_picture(path: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+SOURCE_FRAMES = ("random", "first", "closed_mouth")
+
+
+def closed_mouth_frame(landmarks: np.ndarray) -> int:
+    """Landmarks [T, 68, 2] -> the frame whose inner lips (61-63 over 67-65) are closest together."""
+    gap = np.linalg.norm(np.asarray(landmarks[:, 61:64], np.float32) - np.asarray(landmarks[:, 67:64:-1], np.float32),
+                         axis=-1).mean(-1)
+    return int(np.argmin(gap))
+
+
 class RenderPairDataset(Dataset):
     """Args: corpus (or root), split, styles (names; None: every style of art/index.json),
     content_size (C), code_size (P), out_size (O), pairs_per_item (K), frames_per_item (F, >= 1),
     items_per_clip, targets ("corpus" | "teacher"), parsing ("landmarks" | "none": the stage
-    parses with BiSeNet), deterministic, seed, frame_cache_clips."""
+    parses with BiSeNet), deterministic, seed, frame_cache_clips, speakers, identity_alignment,
+    source_frame ("random" | "first" | "closed_mouth"; training only)."""
 
     def __init__(self, corpus, split: str = "train", styles=None, content_size: int = 256, code_size: int = 256,
                  out_size: int = 1024, pairs_per_item: int = 2, frames_per_item: int = 2, items_per_clip: int = 4,
                  targets: str = "corpus",
                  parsing: str = "landmarks", deterministic: bool = False, seed: int = 0, frame_cache_clips: int = 6,
-                 speakers=None, identity_alignment: str = "crop"):
+                 speakers=None, identity_alignment: str = "crop", source_frame: str = "random"):
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
         if targets not in ("corpus", "teacher"):
             raise ConfigError(f"targets must be 'corpus' or 'teacher', got {targets!r}")
@@ -102,6 +116,9 @@ class RenderPairDataset(Dataset):
         if identity_alignment not in ("crop", "ffhq"):
             raise ConfigError(f"identity_alignment must be 'crop' or 'ffhq', got {identity_alignment!r}")
         self.identity_alignment = identity_alignment
+        if source_frame not in SOURCE_FRAMES:
+            raise ConfigError(f"source_frame must be one of {SOURCE_FRAMES}, got {source_frame!r}")
+        self.source_frame = source_frame
         self.deterministic, self.seed, self.epoch = deterministic, seed, 0
         self.clips = [r for r in self.corpus.clips(split, speakers) if r.n_frames >= self.frames_per_item]
         if targets == "corpus":
@@ -148,6 +165,10 @@ class RenderPairDataset(Dataset):
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             source = int(rng.integers(n))
+            if self.source_frame == "first":
+                source = 0
+            elif self.source_frame == "closed_mouth":
+                source = closed_mouth_frame(np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")[:n])
             starts = [int(v) for v in rng.integers(0, n - f + 1, size=k)]
             style = self.styles[int(rng.integers(len(self.styles)))]
             art_path = self.art[style][int(rng.integers(len(self.art[style])))]

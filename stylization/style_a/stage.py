@@ -97,6 +97,8 @@ class StyleAStage(TrainingStage):
             for k in range(int(levels), len(generator.fusion_out)):
                 generator.fusion_out[k].requires_grad_(False)
                 generator.fusion_skip[k].requires_grad_(False)
+        if generator.top_fusion() is not None:  # the fusion at the output size feeds no RGB skip
+            generator.fusion_skip[generator.top_fusion()].requires_grad_(False)
         if not generator.art_path:
             generator.res.requires_grad_(False)
             for j in range(7, generator.n_latent):
@@ -159,7 +161,8 @@ class StyleAStage(TrainingStage):
             frames_per_item=int(s.frames_per_item), items_per_clip=int(s.items_per_clip), targets=str(s.targets),
             parsing="landmarks" if m.parsing == "landmarks" else "none", deterministic=deterministic,
             seed=int(self.cfg.seed), speakers=d.get("speakers"),
-            identity_alignment=str(m.get("identity_alignment", "crop")))
+            identity_alignment=str(m.get("identity_alignment", "crop")),
+            source_frame=str(s.get("source_frame") or m.get("source_frame") or "random"))
 
     def train_dataset(self):
         return self.dataset(str(self.cfg.data.train_split), False)

@@ -10,7 +10,9 @@ VToonify's ``vtoonify_s_d.pt`` ``g_ema`` so it loads strictly.
   entry is a 1×1 conv giving the RGB skip at 32×32. ``res[0]`` exists in the file but is unused.
 * ``fusion_out[k]``/``fusion_skip[k]`` at 32, 64, 128, 256 (k = 0..3): the generator feature f_G and
   the encoder feature f_E meet through a mask m = tanh(relu(conv(AdaIN([f_G, |f_G - f_E|], MLP(d_s)))))
-  and out = conv([f_G, m · f_E]); skip = conv([skip, m · f_E]).
+  and out = conv([f_G, m · f_E]); skip = conv([skip, m · f_E]). With ``in_size == out_size`` (not a
+  VToonify layout; the CPU-sized model) the top encoder feature is fused after the last upsampling
+  convolution, into ``out`` only (:meth:`VToonifyD.top_fusion`).
 * The generator runs its layers from 32×32 upwards (``convs[6:]``, ``to_rgbs[3:]``) with zero
   noise; latent layers 7..17 are the art code through DualStyleGAN's colour transforms.
 
@@ -105,12 +107,20 @@ class VToonifyD(nn.Module):
             feat = self.res[j + 1](block(feat), structure[:, j + 1], degree)
         return feats[::-1], feat, self.encoder[-1](feat)
 
+    def top_fusion(self) -> int | None:
+        """Index of the fusion that meets the generator at the output size itself (only when
+        ``in_size == out_size``: VToonify's 4× upscaling never has one), else None. It fuses into the
+        feature after the last upsampling convolution; its ``fusion_skip`` is unused."""
+        stages = int(math.log2(self.generator.generator.size)) - 5  # generator stages from 32×32 up
+        return stages if len(self.fusion_out) > stages else None
+
     def synthesize(self, feats, out, skip, codes, degree: float, fuse_levels: int | None = None, at_64=None):
         """The generator from 32×32 up, fusing ``feats`` at the first ``fuse_levels`` stages (all by
         default). ``at_64(out, skip) -> (out, skip)``, when given, edits the 64×64 feature right after
         its first (upsampling) convolution. Returns (image, masks)."""
         g = self.generator.generator
         levels = len(feats) if fuse_levels is None else min(int(fuse_levels), len(feats))
+        top = self.top_fusion()
         masks = []
         for k, (conv_up, conv, to_rgb) in enumerate(zip(g.convs[6::2], g.convs[7::2], g.to_rgbs[3:])):
             if k < levels:  # a content feature exists at this resolution
@@ -122,6 +132,9 @@ class VToonifyD(nn.Module):
             out = conv_up(out, codes[2 * k + 7], zero)
             if k == 0 and at_64 is not None:
                 out, skip = at_64(out, skip)
+            if k + 1 == top and top < levels:  # a content feature at the output size (in_size == out_size)
+                out, mask = self.fusion_out[top](out, feats[top], degree)
+                masks.append(mask)
             out = conv(out, codes[2 * k + 8], zero)
             skip = to_rgb(out, codes[2 * k + 9], skip)
         return skip, masks
