@@ -381,6 +381,18 @@ def style_a_overrides(root, run_dir, steps, extra=()):
             + [f"trainer.{k}={v}" for k, v in trainer.items()] + list(extra))
 
 
+def test_stage_freezes_the_fusions_the_generator_never_runs(synthetic_corpus, tmp_path):
+    """in_size == out_size: the fusion at the output size trains, its RGB skip (never run) is frozen."""
+    from stylization.style_a.stage import StyleAStage
+
+    cfg = compose_train(style_a_overrides(synthetic_corpus, tmp_path / "run", 1, [
+        "model.generator.in_size=128", "model.generator.motion_size=32"]))
+    generator = StyleAStage(cfg).build_modules()["generator"]
+    assert generator.top_fusion() == 2
+    assert all(p.requires_grad for p in generator.fusion_out[2].parameters())
+    assert not any(p.requires_grad for p in generator.fusion_skip[2].parameters())
+
+
 def train_log(run_dir) -> list[dict[str, float]]:
     """The per-step training scalars of train.log ("... step N train k=v k=v")."""
     rows = []

@@ -97,8 +97,12 @@ class StyleAStage(TrainingStage):
             for k in range(int(levels), len(generator.fusion_out)):
                 generator.fusion_out[k].requires_grad_(False)
                 generator.fusion_skip[k].requires_grad_(False)
-        if generator.top_fusion() is not None:  # the fusion at the output size feeds no RGB skip
-            generator.fusion_skip[generator.top_fusion()].requires_grad_(False)
+        top = generator.top_fusion()
+        if top is not None:  # in_size >= out_size: the fusion at the output size feeds no RGB skip,
+            generator.fusion_skip[top].requires_grad_(False)  # and larger encoder features are never fused
+            for k in range(top + 1, len(generator.fusion_out)):
+                generator.fusion_out[k].requires_grad_(False)
+                generator.fusion_skip[k].requires_grad_(False)
         if not generator.art_path:
             generator.res.requires_grad_(False)
             for j in range(7, generator.n_latent):
