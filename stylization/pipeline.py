@@ -6,7 +6,7 @@ Stages (each timed, long ones with tqdm):
    image), the speech (any format, rate or channel count; not empty or silent), the text (1 to
    300 characters), the art picture or ``art_style`` entry, the pose source, the output folder.
 2. **face** — 68 landmarks of the largest face (dlib by default); the content crop
-   (:func:`~stylization.data.faces.face_crop`, the corpus framing).
+   (:func:`~stylization.data.alignment.face_crop`, the corpus framing).
 3. **source coefficients** — Deep3DFaceRecon on the crop when its files exist (``deep3d``), or a
    fit of the face model to the landmarks (``fit``).
 4. **Style-E** — the expression sequence from the speech, the text and the source expression;
@@ -329,7 +329,7 @@ class Pipeline:
         if path.endswith(".npy"):
             arr = load_coeff_file(path)
             return np.concatenate([arr[:, sl["angle"]], arr[:, sl["trans"]]], 1)
-        from stylization.data.faces import face_crop
+        from stylization.data.alignment import face_crop
         from stylization.data.fitting import fit_coefficients
         from stylization.data.video import read_video
 
@@ -364,7 +364,7 @@ class Pipeline:
             return self._run_motion_only(job, wav)
         self._load_renderer()
         r = self.renderer
-        from stylization.data.faces import face_crop
+        from stylization.data.alignment import face_crop
         from stylization.data.parsing import landmark_parsing
 
         with self._timed(job, "face"):
@@ -389,7 +389,7 @@ class Pipeline:
             content = r.content_input(to_t(rgb), parsing)
             p = r.psp.input_size
             if self.identity_alignment == "ffhq":
-                from stylization.data.faces import ffhq_align
+                from stylization.data.alignment import ffhq_align
 
                 identity_face = ffhq_align(image, face.landmarks, p)
             else:

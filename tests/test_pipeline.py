@@ -160,7 +160,8 @@ def test_small_helpers():
 
 
 def test_landmarks_crop_and_alignment(synthetic_corpus):
-    from stylization.data.faces import CROP_SCALE, LandmarkDetector, face_crop, ffhq_align
+    from stylization.data.alignment import CROP_SCALE, face_crop, ffhq_align
+    from stylization.data.faces import LandmarkDetector
 
     corpus = Corpus(synthetic_corpus)
     rec = corpus.clips("test")[0]

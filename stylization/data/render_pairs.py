@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 from stylization.data.coeffs import semantic_windows
 from stylization.data.corpus import Corpus
 from stylization.data.datasets import _LRU
-from stylization.data.faces import ffhq_align
+from stylization.data.alignment import ffhq_align
 from stylization.data.parsing import landmark_parsing
 from stylization.data.video import read_video
 from stylization.errors import ConfigError, DataError
