@@ -2,13 +2,22 @@
 
 Photo + speech + emotion text + art picture -> a stylised talking-head video with the speech,
 the generated coefficients (``OUT.npy``) and a contact sheet (``OUT_sheet.png``); see
-stylization/pipeline.py for the stages and configs/infer.yaml for the options. ``batch=CSV``
+stylization/pipeline.py for the steps and configs/infer.yaml for the options. ``batch=CSV``
 renders many tuples. Without ``image`` the motion model runs alone (coefficients + a landmark
-preview). Expected mistakes end with one ``error:`` line and exit 1 (2 for usage errors).
+preview). Expected mistakes end with one ``error:`` line and exit 1 (2 for usage errors);
+warnings go to stderr, progress and results to stdout.
+
+The emotion text is free text, taken as typed: ``text="The person is angry, frowning"`` (commas,
+quotes, ``=`` and ``${`` included; :func:`stylization.cli.free_text_argv` quotes it for Hydra),
+or ``text_file=PATH`` (a UTF-8 file holding the description).
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
+
+FREE_TEXT_KEYS = ("text", "text_file")
 
 
 def infer(cfg: DictConfig) -> None:
@@ -16,21 +25,28 @@ def infer(cfg: DictConfig) -> None:
 
     from stylization.engine.distributed import resolve_device
     from stylization.errors import ConfigError, DataError
-    from stylization.pipeline import Job, Pipeline, read_batch, run_batch
+    from stylization.pipeline import Job, Pipeline, read_batch, read_text_file, run_batch
 
     log = logging.getLogger("stylization.infer")
     if cfg.batch is None and cfg.audio is None:
         raise ConfigError("give audio=SPEECH (and image=, text=, art=), or batch=TUPLES.csv")
+    text = cfg.text
+    if cfg.text_file is not None:
+        if text is not None:
+            raise ConfigError("give the emotion as text=... or text_file=PATH, not both")
+        text = read_text_file(str(cfg.text_file))
     rows = read_batch(str(cfg.batch)) if cfg.batch is not None else None
     pipeline = Pipeline(cfg, resolve_device(str(cfg.device)))
     if rows is not None:
-        defaults = {k: cfg[k] for k in ("text", "art", "art_style", "pose", "emotion_scale", "seed") if cfg[k] is not None}
+        defaults = {k: cfg[k] for k in ("art", "art_style", "pose", "emotion_scale", "seed") if cfg[k] is not None}
+        if text is not None:
+            defaults["text"] = text
         done, failures = run_batch(pipeline, rows, defaults)
         print(f"{done} of {len(rows)} rows rendered")
         if failures:
             raise DataError(f"{len(failures)} of {len(rows)} rows failed ({'; '.join(failures)[:500]})", str(cfg.batch))
         return
-    job = Job(audio=str(cfg.audio), out=str(cfg.out), image=cfg.image, text=cfg.text, art=cfg.art,
+    job = Job(audio=str(cfg.audio), out=str(cfg.out), image=cfg.image, text=text, art=cfg.art,
               art_style=cfg.art_style, pose=cfg.pose, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
     for path in pipeline.run(job):
         log.info("wrote %s", path)
@@ -46,4 +62,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from stylization.cli import free_text_argv
+
+    sys.argv = free_text_argv(sys.argv, FREE_TEXT_KEYS)  # before Hydra's parser sees the commas
     main()

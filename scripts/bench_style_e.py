@@ -28,14 +28,16 @@ def bench(device: str, seconds: float, repeats: int, model_name: str, precision:
     from hydra.utils import instantiate
 
     from stylization.data.audio import mel_windows, melspectrogram, n_video_frames
-    from stylization.engine.distributed import native_bf16
+    from stylization.numerics import native_bf16
+    from stylization.style_e.diffusion import diffusion_sampler
     from stylization.style_e.generate import StyleE
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["stage=style_e", f"model={model_name}"])
     torch.manual_seed(0)
-    model = StyleE(instantiate(cfg.model.denoiser), instantiate(cfg.model.audio2exp), None, dict(cfg.model.diffusion),
-                   int(cfg.model.overlap_frames), precision, channels_last=True).to(device).eval()
+    model = StyleE(instantiate(cfg.model.denoiser), instantiate(cfg.model.audio2exp), None,
+                   diffusion_sampler(**cfg.model.diffusion), overlap_frames=int(cfg.model.overlap_frames),
+                   precision=precision, channels_last=True).to(device).eval()
     text = torch.nn.functional.normalize(torch.randn(cfg.model.denoiser.text_dim), dim=0).to(device)
     t = np.arange(int(seconds * 16000)) / 16000
     wav = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)

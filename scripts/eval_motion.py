@@ -32,10 +32,12 @@ def evaluate(cfg: DictConfig) -> dict:
     from stylization.engine.distributed import resolve_device
     from stylization.errors import DataError
     from stylization.metrics.landmarks import expression_landmark_errors
-    from stylization.style_e.generate import StyleE, mel_windows_tensor
+    from stylization.runs import STYLE_E_HINT, load_run, style_e_from_run
+    from stylization.style_e.generate import mel_windows_tensor
 
     device = resolve_device(str(cfg.device))
-    model = StyleE.from_checkpoint(str(cfg.run), bool(cfg.use_ema), cfg.sampler, cfg.steps).to(device)
+    run = load_run(str(cfg.run), use_ema=bool(cfg.use_ema), hint=STYLE_E_HINT)
+    model = style_e_from_run(run, sampler=cfg.sampler, steps=cfg.steps).to(device)
     face_model = build_face_model(str(cfg.data.face_model))
     corpus = Corpus(str(cfg.data.root))
     clips = corpus.clips(str(cfg.split))

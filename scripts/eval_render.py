@@ -42,25 +42,25 @@ def evaluate(cfg: DictConfig) -> dict:
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from stylization.engine.checkpoint import resolve_checkpoint
     from stylization.engine.distributed import resolve_device
     from stylization.metrics.image import psnr, ssim
-    from stylization.style_a.renderer import StyleARenderer
-    from stylization.style_a.losses import mouth_boxes
-    from stylization.style_a.stage import StyleAStage
+    from stylization.metrics.mouth import box_psnr, motion_scores, motion_sums, mouth_boxes, mouth_changes
+    from stylization.runs import STYLE_A_HINT, load_run, style_a_renderer_from_run
+    from stylization.style_a.stage import exstyle_codes, make_renderer, render_dataset, renderer_modules
 
     device = resolve_device(str(cfg.device))
-    ckpt_path, state = resolve_checkpoint(str(cfg.run), "train one with: python train.py stage=style_a data.root=DIR")
-    model = StyleARenderer.from_checkpoint(ckpt_path, bool(cfg.use_ema)).to(device)
-    run_cfg = OmegaConf.create(state["config"])
+    run = load_run(str(cfg.run), use_ema=bool(cfg.use_ema), hint=STYLE_A_HINT)
+    model = style_a_renderer_from_run(run).to(device)
+    run_cfg = run.config
     run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
     run_cfg.stage.pairs_per_item, run_cfg.stage.frames_per_item = int(cfg.pairs_per_item), 1
     run_cfg.stage.items_per_clip = int(cfg.items_per_clip)
     run_cfg.stage.targets = "corpus"  # the ground truth is the corpus's stylised frames, whatever trained the model
-    stage = StyleAStage(run_cfg)
+    run_cfg.stage.source_frame = "first"  # what the deterministic order uses anyway: frame 0
     torch.manual_seed(int(cfg.seed))
-    initial = stage.renderer(stage.build_modules()).eval().to(device)
-    dataset = stage.dataset(str(cfg.split), deterministic=True)
+    initial = make_renderer(renderer_modules(run_cfg), float(run_cfg.stage.degree)).eval().to(device)
+    dataset = render_dataset(run_cfg, str(cfg.split), deterministic=True)
+    exstyle = exstyle_codes(run_cfg, dataset.styles)
     if cfg.max_items is not None:
         dataset = Subset(dataset, range(min(int(cfg.max_items), len(dataset))))
 
@@ -68,7 +68,7 @@ def evaluate(cfg: DictConfig) -> dict:
                              "styled_source_ssim", "styled_source_psnr", "mouth_psnr", "still_mouth_psnr",
                              "styled_source_mouth_psnr")}
     frames, rows, mouth_rows = 0, [], []
-    motion = {"mt": 0.0, "mm": 0.0, "tt": 0.0}  # sums of the mouth changes' products (model, target)
+    motion = [0.0, 0.0, 0.0]  # sums of the mouth changes' products: model·target, model², target²
     loader = DataLoader(dataset, batch_size=int(cfg.batch_items), num_workers=0)
     unit = lambda x: ((x.float().clamp(-1, 1) + 1) / 2)  # noqa: E731
     with torch.no_grad():
@@ -78,11 +78,11 @@ def evaluate(cfg: DictConfig) -> dict:
             real = unit(batch["target"].flatten(0, 2))
             windows = batch["semantic"].flatten(0, 2)
             still_windows = batch["source_semantic"].repeat_interleave(k, 0)
+            exstyle_z = None if exstyle is None else exstyle.to(device)[batch["style_index"]]
             outputs = {}
             for prefix, renderer, drive in (("", model, windows), ("init_", initial, windows),
                                             ("still_", model, still_windows)):
-                content = renderer.content_input(batch["source"], batch.get("source_parsing"))
-                identity, art = renderer.codes(batch["identity_face"]), stage.art_codes(renderer, batch)
+                content, identity, art = renderer.encode_inputs(batch, exstyle_z)
                 fake = unit(renderer(content, identity, art, drive, repeats=k)["image"])
                 outputs[prefix] = fake
                 sums[prefix + "ssim"] += float(ssim(fake, real).sum())
@@ -93,14 +93,10 @@ def evaluate(cfg: DictConfig) -> dict:
             sums["styled_source_psnr"] += float(psnr(styled, real).sum())
             boxes = mouth_boxes(batch["target_landmarks"].flatten(0, 2), real.shape[-1]).tolist()
             for prefix, fake in (("", outputs[""]), ("still_", outputs["still_"]), ("styled_source_", styled)):
-                sums[prefix + "mouth_psnr"] += sum(
-                    float(psnr(fake[i:i + 1, :, y0:y1, x0:x1], real[i:i + 1, :, y0:y1, x0:x1]))
-                    for i, (x0, y0, x1, y1) in enumerate(boxes))
+                sums[prefix + "mouth_psnr"] += sum(float(v) for v in box_psnr(fake, real, boxes))
             for i in range(b):
-                model_change, target_change = mouth_changes(outputs[""], real, boxes, range(i * k, i * k + k))
-                motion["mt"] += float((model_change * target_change).sum())
-                motion["mm"] += float(model_change.square().sum())
-                motion["tt"] += float(target_change.square().sum())
+                item = motion_sums(*mouth_changes(outputs[""], real, boxes, range(i * k, i * k + k)))
+                motion = [total + value for total, value in zip(motion, item)]
             frames += real.shape[0]
             size = real.shape[-1]
             up = lambda x: torch.nn.functional.interpolate(unit(x), size=(size, size), mode="bilinear")  # noqa: E731
@@ -112,8 +108,8 @@ def evaluate(cfg: DictConfig) -> dict:
                     rows.append(torch.cat([up(batch["source"][i:i + 1])[0], up(batch["art"][i:i + 1])[0], real[j],
                                            outputs[""][j], outputs["init_"][j], outputs["still_"][j]], dim=-1))
     result = {key: round(value / max(frames, 1), 4) for key, value in sums.items()}
-    result["mouth_motion_corr"] = round(motion["mt"] / max((motion["mm"] * motion["tt"]) ** 0.5, 1e-12), 4)
-    result["mouth_motion_gain"] = round((motion["mm"] / max(motion["tt"], 1e-12)) ** 0.5, 4)
+    corr, gain = motion_scores(*motion)
+    result["mouth_motion_corr"], result["mouth_motion_gain"] = round(corr, 4), round(gain, 4)
     result.update(frames=frames, items=len(dataset))
     run_dir = str(cfg.run) if os.path.isdir(str(cfg.run)) else os.path.dirname(str(cfg.run))
     grid_path = str(cfg.grid) if cfg.grid else os.path.join(run_dir, f"eval_render_{cfg.split}.png")
@@ -122,16 +118,6 @@ def evaluate(cfg: DictConfig) -> dict:
     write_png(mouth_path, torch.cat(mouth_rows, dim=-2))
     result.update(grid=grid_path, mouth_grid=mouth_path)
     return result
-
-
-def mouth_changes(model, real, boxes, frames):
-    """How one item's mouth changes over its frames: the pixels of one box (the mean of the frames'
-    boxes) minus their mean over the frames, for the model and the target: two [len(frames), 3, h, w]."""
-    import torch
-
-    x0, y0, x1, y1 = torch.tensor([boxes[j] for j in frames], dtype=torch.float).mean(0).round().int().tolist()
-    crops = [img[list(frames), :, y0:y1, x0:x1] for img in (model, real)]
-    return tuple(c - c.mean(0, keepdim=True) for c in crops)
 
 
 def mouth_strip(real, model, still, boxes, frames, zoom: int = 4):

@@ -24,20 +24,27 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``bisenet`` — face-parsing.PyTorch / VToonify's ``faceparsing.pth`` (a plain state dict), into
   :class:`~stylization.style_a.bisenet.BiSeNet` (19 classes).
 * ``deep3d_recon`` — Deep3DFaceRecon's ``epoch_20.pth`` (``{'net_recon': state_dict, ...}``), into
-  :class:`~stylization.data.recon_net.ReconNet`.
+  :class:`~stylization.preprocess.recon_net.ReconNet`.
 
 Plain state dicts and DataParallel ``module.`` prefixes are accepted for every kind.
+
+Style-A's other fetched files: :func:`load_exstyle_codes` (DualStyleGAN's ``exstyle_code.npy``,
+read with an unpickler that admits only arrays), :func:`vgg19_features` and :func:`lpips_vgg`
+(the perceptual losses' ImageNet networks; the loss modules themselves take them ready-made).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
 
+import numpy as np
 import torch
 from torch import nn
 
 from stylization.engine.checkpoint import load_file
-from stylization.errors import CheckpointError
+from stylization.errors import CheckpointError, ConfigError, DataError
 
 SOURCES = {
     "sadtalker_audio2exp": "SadTalker's release (checkpoints/auido2exp_00300-model.pth or "
@@ -95,7 +102,7 @@ def build_module(kind: str) -> nn.Module:
 
         return BiSeNet(19)
     if kind == "deep3d_recon":
-        from stylization.data.recon_net import ReconNet
+        from stylization.preprocess.recon_net import ReconNet
 
         return ReconNet()
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
@@ -105,11 +112,12 @@ def _read(path: str, kind: str) -> dict:
     if path.endswith(".safetensors"):
         if not os.path.isfile(path):
             raise CheckpointError(f"checkpoint file not found; get it from {SOURCES[kind]}", path)
+        from safetensors import SafetensorError
         from safetensors.torch import load_file as load_safetensors
 
         try:
             return load_safetensors(path)
-        except Exception as exc:
+        except (SafetensorError, OSError) as exc:  # a damaged header / unreadable file; anything else is a bug
             raise CheckpointError(f"not a readable safetensors file ({exc})", path) from None
     return load_file(path, f"get it from {SOURCES[kind]}")
 
@@ -205,3 +213,137 @@ def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None =
             raise CheckpointError("has no 'latent_avg' [18, 512] (or [512]) beside its state_dict", path)
         state = {**state, "latent_avg": avg.reshape(-1, 512).expand_as(module.latent_avg).clone()}
     return load_strict(module, state, path)
+
+
+# -- Style-A: art-style codes, the perceptual losses' feature networks -----------------------
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts of NumPy arrays and nothing else (no code can run from the file)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_exstyle_codes(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """DualStyleGAN / VToonify ``exstyle_code.npy``: {style image name: float32 [1, 18, 512]} (Z+).
+
+    The file is a pickled dict inside .npy; it is read with an unpickler that accepts only
+    NumPy arrays, so a malicious file cannot run code. Map a code to W+ with the generator's
+    mapping network (``StyleARenderer.encode_inputs(batch, exstyle_z=...)``).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError("exstyle code file not found; it ships beside the DualStyleGAN / VToonify checkpoints", path)
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            if dtype != np.dtype(object) or shape != ():
+                raise ValueError(f"expected a pickled dict (object array of shape ()), found {dtype} {shape}")
+            codes = _ArrayUnpickler(io.BytesIO(f.read())).load()
+        codes = codes.item() if isinstance(codes, np.ndarray) else codes
+    except (ValueError, pickle.UnpicklingError, EOFError, OSError) as exc:
+        raise DataError(f"not a readable exstyle code file ({exc})", path) from None
+    if not isinstance(codes, dict) or not codes:
+        raise DataError("expected a non-empty dict {style name: [1, 18, 512] array}", path)
+    out = {}
+    for name, code in codes.items():
+        arr = np.asarray(code, np.float32)
+        if arr.shape[-1] != 512 or arr.ndim not in (2, 3):
+            raise DataError(f"style {name!r} has shape {list(arr.shape)}, expected [1, 18, 512]", path)
+        out[str(name)] = arr.reshape(1, -1, 512)
+    return out
+
+
+def vgg19_features(weights: str | None) -> nn.Module:
+    """torchvision's VGG-19 ``features`` for :class:`~stylization.style_a.losses.VGGPerceptual`.
+
+    ``weights="imagenet"``: ``VGG19_Weights.IMAGENET1K_V1`` from the torch hub cache (downloaded
+    there when missing and the network allows; a clear error otherwise); ``None``: a random
+    initialisation (tests only).
+    """
+    from torchvision.models import VGG19_Weights, vgg19
+
+    if weights is None:
+        return vgg19(weights=None).features
+    if weights != "imagenet":
+        raise ConfigError(f"stage.perceptual_weights must be 'imagenet' or null, got {weights!r}")
+    url = VGG19_Weights.IMAGENET1K_V1.url
+    try:
+        return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
+    # OSError covers a failed download (urllib's URLError) and the file system; RuntimeError is
+    # torch.load's report of a truncated file in the cache.
+    except (OSError, RuntimeError) as exc:
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+        raise CheckpointError(f"VGG-19 ImageNet weights unavailable ({type(exc).__name__}); download {url} to that "
+                              "path, or set stage.loss.perceptual=0", cache) from None
+
+
+def lpips_vgg() -> nn.Module:
+    """The ``lpips`` package's LPIPS-VGG network for :class:`~stylization.style_a.losses.LPIPSLoss`
+    (it fetches torchvision's ImageNet VGG-16 on first use)."""
+    try:
+        import lpips
+    except ImportError:
+        raise ConfigError("LPIPS needs the lpips package (pip install lpips), or set stage.loss.lpips=0") from None
+    try:
+        return lpips.LPIPS(net="vgg", verbose=False)
+    except (OSError, RuntimeError) as exc:  # as vgg19_features: a failed download or a truncated cached file
+        raise CheckpointError(f"LPIPS-VGG weights unavailable ({type(exc).__name__}: {exc}); connect once to "
+                              "download them, or set stage.loss.lpips=0") from None
+
+
+# -- CLIP (Style-E's text condition) ---------------------------------------------------------
+
+def clip_text_encoder(model: str | dict, pretrained: str | None, seed: int = 0):
+    """Build Style-E's frozen text encoder (the configs' ``model.text_encoder._target_``).
+
+    Args:
+        model: an open_clip model name (``"ViT-B-32"``) or an open_clip CLIP config dict
+            (e.g. :func:`~stylization.style_e.text_encoder.tiny_clip_config`).
+        pretrained: with a name: an open_clip tag (``"openai"``, downloaded once into the open_clip /
+            Hugging Face cache) or a local checkpoint file; None for random weights. Must be None
+            with a config dict.
+        seed: the initialisation seed of random weights (the global RNG is left untouched).
+
+    Returns:
+        :class:`~stylization.style_e.text_encoder.ClipTextEncoder`.
+    """
+    import pickle
+
+    import open_clip
+
+    from stylization.errors import ConfigError
+    from stylization.style_e.text_encoder import ClipTextEncoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(model, str):
+            try:
+                clip = open_clip.create_model(model, pretrained=pretrained)
+            # open_clip raises RuntimeError for an unknown name or tag and failed downloads, OSError /
+            # FileNotFoundError from the Hugging Face hub or the file system, UnpicklingError or
+            # ValueError for a file that is not a CLIP checkpoint.
+            except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as exc:
+                # the first 200 characters: open_clip's message for an unknown name lists every model it knows
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                raise CheckpointError(
+                    f"cannot load CLIP model.text_encoder.model={model} pretrained={pretrained!r} "
+                    f"({type(exc).__name__}: {reason}); the tag downloads once into the open_clip / Hugging Face cache "
+                    "(needs the network once), or set model.text_encoder.pretrained to a local checkpoint file"
+                ) from None
+            tokenizer = open_clip.get_tokenizer(model)
+        else:
+            if pretrained is not None:
+                raise ConfigError(f"model.text_encoder.pretrained={pretrained!r} cannot load into a CLIP config dict; "
+                                  "give a model name (model.text_encoder.model=ViT-B-32) or pretrained=null")
+            clip = open_clip.CLIP(**dict(model))
+            tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the bundled BPE vocabulary
+    return ClipTextEncoder(clip, tokenizer)

@@ -1,23 +1,28 @@
 """Inference, in one place: (photo, speech, emotion text, art picture) -> stylised talking-head video.
 
-Stages (each timed, long ones with tqdm):
+:meth:`Pipeline.run` is a sequence of named, timed steps (long ones with tqdm):
 
-1. **inputs** — every file is read and checked before any model runs: the photo (readable
-   image), the speech (any format, rate or channel count; not empty or silent), the text (1 to
-   300 characters), the art picture or ``art_style`` entry, the pose source, the output folder.
-2. **face** — 68 landmarks of the largest face (dlib by default); the content crop
-   (:func:`~stylization.data.alignment.face_crop`, the corpus framing).
+1. **inputs** (:meth:`Pipeline.read_inputs`) — every file is read and checked before any model
+   runs: the photo (readable image), the speech (any format, rate or channel count; not empty or
+   silent), the text (1 to 300 characters), the art picture or ``art_style`` entry, the pose
+   source, the output folder.
+2. **face** (:meth:`Pipeline.find_face`) — 68 landmarks of the largest face (dlib by default);
+   the content crop (:func:`~stylization.data.alignment.face_crop`, the corpus framing).
 3. **source coefficients** — Deep3DFaceRecon on the crop when its files exist (``deep3d``), or a
-   fit of the face model to the landmarks (``fit``).
-4. **Style-E** — the expression sequence from the speech, the text and the source expression;
-   the pose is the source's held still, a gentle procedural motion, or a pose source (video or
+   fit of the face model to the landmarks (``fit``); both in :mod:`stylization.preprocess`.
+4. **Style-E** (:meth:`Pipeline.motion`) — the expression sequence from the speech, the text and
+   the source expression; then the pose track (:func:`~stylization.preprocess.pose.pose_track`):
+   the source's pose held still, a gentle procedural motion, or a pose source (video or
    coefficient file, looped back and forth when shorter than the speech).
-5. **Style-A** — identity and art codes once, then every 73×27 window rendered in batches.
-6. **outputs** — H.264 mp4 with the speech, ``.npy`` coefficients and a contact sheet, all
-   written only when everything before succeeded (temporary files + rename).
+5. **Style-A** (:meth:`Pipeline.render`) — the inputs from the one input builder shared with
+   training (:class:`~stylization.data.render_inputs.RenderInputs`), identity and art codes once,
+   then every 73×27 window rendered in batches.
+6. **outputs** (:meth:`Pipeline.write`) — H.264 mp4 with the speech, ``.npy`` coefficients and a
+   contact sheet, all written only when everything before succeeded (temporary files + rename).
 
-Without a photo (``image=null``) only stages 1, 3 (from ``source_coeffs``) and 4 run and the
-video previews the face model's landmarks: the motion model alone.
+Without a photo (``image=null``) only steps 1 and 4 run (the source from ``source_coeffs``, no
+pose options) and the video previews the face model's landmarks: the motion model alone.
+Models come from training runs through :mod:`stylization.runs`.
 """
 
 from __future__ import annotations
@@ -33,25 +38,40 @@ import numpy as np
 import torch
 
 from stylization.data.audio import check_speech, load_audio, mel_windows, melspectrogram, n_video_frames
-from stylization.data.coeffs import COEFF_DIM, COEFF_SLICES, semantic_windows, validate_coeffs
+from stylization.data.coeffs import COEFF_DIM, COEFF_SLICES, semantic_windows
 from stylization.data.draw import landmark_canvas
 from stylization.data.face_model import FaceModel
 from stylization.data.video import FPS, write_video
 from stylization.errors import ConfigError, DataError, UserError
+from stylization.preprocess.faces import CROP_PIXELS
+from stylization.preprocess.pose import apply_pose, check_pose_motion, load_coeff_file, pose_track, read_pose_source
 
 log = logging.getLogger("stylization.infer")
 MAX_TEXT = 300
+COEFF_BACKENDS = ("auto", "deep3d", "fit")
 
 
 # -- inputs ------------------------------------------------------------------------------------
 
 def check_text(text: str | None) -> str | None:
+    """The emotion text stripped, or None; ConfigError unless it has 1 to MAX_TEXT characters."""
     if text is None:
         return None
     text = str(text).strip()
     if not 0 < len(text) <= MAX_TEXT:
         raise ConfigError(f"text must be a description of 1 to {MAX_TEXT} characters (got {len(text)})")
     return text
+
+
+def read_text_file(path: str) -> str:
+    """The emotion description in a UTF-8 text file (``text_file=``), checked by :func:`check_text`."""
+    if not os.path.isfile(path):
+        raise DataError("text file not found", path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return check_text(f.read())
+    except UnicodeDecodeError:
+        raise DataError("not a UTF-8 text file", path) from None
 
 
 def read_image(path: str, what: str = "image") -> np.ndarray:
@@ -80,44 +100,25 @@ def load_source_coeffs(path: str | None) -> np.ndarray:
     """The source face's coefficients [260]: the first row of a .npy file, or zeros (mean face)."""
     if path is None:
         return np.zeros(COEFF_DIM, np.float32)
-    arr = load_coeff_file(path)
-    return arr[0]
-
-
-def load_coeff_file(path: str) -> np.ndarray:
-    """A .npy of coefficients [T, 257|260] (or one row) -> float32 [T, 260] (crop zero when absent)."""
-    if not os.path.isfile(path):
-        raise DataError("coefficient file not found", path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise DataError(f"not a readable .npy array ({exc})", path) from None
-    arr = arr[None] if arr.ndim == 1 else arr
-    validate_coeffs(arr, path)
-    out = np.zeros((len(arr), COEFF_DIM), np.float32)
-    out[:, : arr.shape[1]] = arr
-    return out
+    return load_coeff_file(path)[0]
 
 
 # -- motion --------------------------------------------------------------------------------------
 
 class MotionModel:
     """Speech -> expression, from a training run of stage ``style_e`` (text-controlled) or
-    ``audio2exp`` (audio only), rebuilt from the checkpoint alone."""
+    ``audio2exp`` (audio only), rebuilt from the run alone (:func:`stylization.runs.load_run`)."""
 
     def __init__(self, checkpoint: str, device: torch.device, use_ema: bool = True):
-        from stylization.engine.checkpoint import module_from_checkpoint, resolve_checkpoint
-        from stylization.style_e.generate import StyleE
+        from stylization.runs import audio2exp_from_run, load_run, style_e_from_run
 
-        path, state = resolve_checkpoint(checkpoint, "train one with: python train.py stage=style_e data.root=DIR "
-                                                     "(or stage=audio2exp)")
-        self.path, self.stage = path, state.get("stage")
-        if "denoiser" in state.get("modules", {}):
-            self.style_e = StyleE.from_checkpoint(path, use_ema).to(device)
-            self.audio2exp = None
+        run = load_run(checkpoint, use_ema=use_ema,
+                       hint="train one with: python train.py stage=style_e data.root=DIR (or stage=audio2exp)")
+        self.path, self.stage = run.path, run.stage
+        if "denoiser" in run.module_names:
+            self.style_e, self.audio2exp = style_e_from_run(run).to(device), None
         else:
-            self.style_e = None
-            self.audio2exp = module_from_checkpoint(state, "audio2exp", use_ema, path).to(device)
+            self.style_e, self.audio2exp = None, audio2exp_from_run(run).to(device)
         self.device = device
 
     @torch.no_grad()
@@ -142,28 +143,6 @@ def coefficients_from_audio(model: MotionModel, wav: np.ndarray, source: np.ndar
     coeffs[:, COEFF_SLICES["exp"]] = model.expression(mel, torch.from_numpy(source[COEFF_SLICES["exp"]]), text,
                                                       guidance, seed).numpy()
     return coeffs
-
-
-def ping_pong(n_source: int, n_frames: int) -> np.ndarray:
-    """Indices 0, 1, ..., n-1, n-2, ..., 1, 0, 1, ... of length n_frames (never out of range)."""
-    if n_source <= 1:
-        return np.zeros(n_frames, np.int64)
-    period = 2 * n_source - 2
-    k = np.arange(n_frames) % period
-    return np.where(k < n_source, k, period - k)
-
-
-def gentle_pose(n_frames: int, seed: int, amplitude: float = 0.04) -> np.ndarray:
-    """A slow procedural head motion: [T, 3] angle offsets (radians) from two sinusoids per axis."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_frames) / FPS
-    out = np.zeros((n_frames, 3), np.float32)
-    for axis, scale in enumerate((0.6, 1.0, 0.3)):  # pitch, yaw, roll
-        f = rng.uniform(0.15, 0.35, 2)
-        phase = rng.uniform(0, 2 * np.pi, 2)
-        out[:, axis] = amplitude * scale * (0.7 * np.sin(2 * np.pi * f[0] * t + phase[0])
-                                            + 0.3 * np.sin(2 * np.pi * f[1] * t + phase[1]))
-    return out
 
 
 # -- outputs -------------------------------------------------------------------------------------
@@ -245,44 +224,77 @@ class Job:
     timings: dict = field(default_factory=dict)
 
 
+@dataclass
+class Inputs:
+    """What step 1 read: speech [N] float32 at 16 kHz, photo and art picture RGB uint8 [H, W, 3]."""
+
+    wav: np.ndarray
+    image: np.ndarray | None = None
+    art: np.ndarray | None = None
+
+
+@dataclass
+class SourceFace:
+    """The photo's largest face: its landmarks [68, 2] (photo pixels), the content crop
+    [CROP_PIXELS, CROP_PIXELS, 3] and the landmarks in the crop's pixels."""
+
+    landmarks: np.ndarray
+    crop: np.ndarray
+    crop_landmarks: np.ndarray
+
+
 class Pipeline:
     """Models loaded once, jobs run one after another. ``cfg`` is configs/infer.yaml."""
 
     def __init__(self, cfg, device: torch.device):
         from stylization.data.face_model import build_face_model
 
+        check_pose_motion(str(cfg.pose_motion))
+        if cfg.coeffs_backend not in COEFF_BACKENDS:
+            raise ConfigError(f"coeffs_backend must be {', '.join(COEFF_BACKENDS)}, got {cfg.coeffs_backend!r}")
         self.cfg, self.device = cfg, device
         self.face_model = build_face_model(str(cfg.data.face_model))
-        self.motion = MotionModel(str(cfg.style_e), device, bool(cfg.use_ema))
-        self.renderer = self.detector = self.coeff_backend = self.exstyle = None
+        self.motion_model = MotionModel(str(cfg.style_e), device, bool(cfg.use_ema))
+        self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
 
-    def _load_renderer(self):
+    # -- models needed only with a photo (loaded on the first such job) --
+
+    def _load_renderer(self) -> None:
         if self.renderer is not None:
             return
-        from stylization.data.faces import LandmarkDetector
-        from stylization.style_a.renderer import StyleARenderer
+        from stylization.data.render_inputs import RenderInputs
+        from stylization.preprocess.faces import LandmarkDetector
+        from stylization.runs import load_run, style_a_renderer_from_run
 
         cfg = self.cfg
-        self.renderer = StyleARenderer.from_checkpoint(str(cfg.style_a), bool(cfg.use_ema)).to(self.device)
-        self.identity_alignment = self.renderer.identity_alignment
+        run = load_run(str(cfg.style_a), use_ema=bool(cfg.use_ema),
+                       hint="train one with: python train.py stage=style_a data.root=DIR")
+        r = style_a_renderer_from_run(run).to(self.device)
         if cfg.art_degree is not None:
-            self.renderer.degree = float(cfg.art_degree)
+            r.degree = float(cfg.art_degree)
+        # The same builder the training dataset uses: the model sees at inference what it learnt on.
+        self.render_inputs = RenderInputs(content_size=r.content_size, code_size=r.psp.input_size,
+                                          identity_alignment=r.identity_alignment,
+                                          parsing="landmarks" if r.parser is None else "none")
+        self.renderer = r
         self.detector = LandmarkDetector(str(cfg.detector), str(self.device))
-        backend = str(cfg.coeffs_backend)
-        deep3d_ready = os.path.isfile(str(cfg.deep3d)) and os.path.isfile(os.path.join(str(cfg.bfm),
-                                                                                         "similarity_Lm3D_all.mat"))
-        if backend == "deep3d" or (backend == "auto" and deep3d_ready):
-            from stylization.data.deep3d import Deep3DBackend
+        self.coeff_backend = self._coefficient_backend()
 
-            self.coeff_backend = Deep3DBackend(str(cfg.deep3d), str(cfg.bfm), self.device)
-        elif backend in ("auto", "fit"):
-            from stylization.data.fitting import fit_coefficients
+    def _coefficient_backend(self):
+        """(crop [S, S, 3], crop landmarks [68, 2]) -> source coefficients [260]."""
+        cfg = self.cfg
+        lm3d = os.path.join(str(cfg.bfm), "similarity_Lm3D_all.mat")
+        deep3d_ready = os.path.isfile(str(cfg.deep3d)) and os.path.isfile(lm3d)
+        if cfg.coeffs_backend == "deep3d" or (cfg.coeffs_backend == "auto" and deep3d_ready):
+            from stylization.preprocess.deep3d import Deep3DBackend
 
-            self.coeff_backend = lambda image, lm: fit_coefficients(self.face_model, lm, image.shape[0])
+            return Deep3DBackend(str(cfg.deep3d), str(cfg.bfm), self.device)
+        from stylization.preprocess.fitting import fit_coefficients
+
+        if cfg.coeffs_backend == "auto":
             log.info("source coefficients: fitting the face model to the landmarks (Deep3DFaceRecon files %s, %s "
-                     "not found)", cfg.deep3d, os.path.join(str(cfg.bfm), "similarity_Lm3D_all.mat"))
-        else:
-            raise ConfigError(f"coeffs_backend must be auto, deep3d or fit, got {backend!r}")
+                     "not found)", cfg.deep3d, lm3d)
+        return lambda crop, landmarks: fit_coefficients(self.face_model, landmarks, crop.shape[0])
 
     @contextmanager
     def _timed(self, job: Job, name: str):
@@ -290,137 +302,121 @@ class Pipeline:
         yield
         job.timings[name] = time.perf_counter() - start
 
-    def _art_code(self, job: Job) -> torch.Tensor:
-        r = self.renderer
-        size = r.psp.input_size
-        if job.art_style is not None:
-            if self.exstyle is None:
-                from stylization.style_a.dualstylegan import load_exstyle_codes
-
-                self.exstyle = load_exstyle_codes(str(self.cfg.exstyle_codes))
-            if job.art_style not in self.exstyle:
-                raise ConfigError(f"art_style {job.art_style!r} is not in {self.cfg.exstyle_codes} "
-                                  f"(it has: {', '.join(sorted(self.exstyle)[:8])} ...)")
-            z = torch.from_numpy(self.exstyle[job.art_style]).to(self.device)
-            return r.generator.generator.generator.map_codes(z)
-        art = cv2.resize(read_image(job.art, "art picture"), (size, size), interpolation=cv2.INTER_AREA)
-        return r.codes(torch.from_numpy(art).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device))
-
-    def _pose(self, job: Job, source: np.ndarray, n_frames: int) -> np.ndarray:
-        """[T, 6 + 3] angle, trans and crop columns for every frame."""
-        sl = COEFF_SLICES
-        still = np.concatenate([source[sl["angle"]], source[sl["trans"]], source[sl["crop"]]])
-        pose = np.tile(still, (n_frames, 1)).astype(np.float32)
-        if job.pose is None:
-            if self.cfg.pose_motion == "gentle":
-                pose[:, 0:3] += gentle_pose(n_frames, job.seed)
-            elif self.cfg.pose_motion != "still":
-                raise ConfigError(f"pose_motion must be still or gentle, got {self.cfg.pose_motion!r}")
-            return pose
-        driving = self._pose_source(job.pose)
-        idx = ping_pong(len(driving), n_frames)
-        delta = driving[idx] - driving[0]  # motion relative to the pose source's first frame
-        pose[:, 0:6] += delta
-        return pose
-
-    def _pose_source(self, path: str) -> np.ndarray:
-        """A pose video or coefficient file -> [N, 6] angle + trans."""
-        sl = COEFF_SLICES
-        if path.endswith(".npy"):
-            arr = load_coeff_file(path)
-            return np.concatenate([arr[:, sl["angle"]], arr[:, sl["trans"]]], 1)
-        from stylization.data.alignment import face_crop
-        from stylization.data.fitting import fit_coefficients
-        from stylization.data.video import read_video
-
-        from tqdm import tqdm
-
-        frames = read_video(path)
-        rows = []
-        for frame in tqdm(frames, desc="pose source", unit="frame"):
-            crop, lm = face_crop(frame, self.detector(frame, path).landmarks, 256)
-            row = fit_coefficients(self.face_model, lm, 256, steps=40)
-            rows.append(np.concatenate([row[sl["angle"]], row[sl["trans"]]]))
-        return np.stack(rows)
+    # -- the steps --
 
     def run(self, job: Job) -> list[str]:
         """Render one job; returns the files written."""
-        cfg = self.cfg
         with self._timed(job, "inputs"):
-            job.text = check_text(job.text)
-            check_output(job.out)
-            wav = load_audio(job.audio)
-            check_speech(wav, job.audio)
-            if job.pose is not None and not os.path.isfile(job.pose):
-                raise DataError("pose source not found", job.pose)
-            image = None
-            if job.image is not None:
-                image = read_image(job.image, "photo")
-                if job.art is None and job.art_style is None:
-                    raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME)")
-                if job.art is not None:
-                    read_image(job.art, "art picture")
-        if image is None:
-            return self._run_motion_only(job, wav)
+            inputs = self.read_inputs(job)
+        if inputs.image is None:
+            return self._run_motion_only(job, inputs)
         self._load_renderer()
-        r = self.renderer
-        from stylization.data.alignment import face_crop
-        from stylization.data.parsing import landmark_parsing
-
         with self._timed(job, "face"):
-            face = self.detector(image, job.image)
-            if face.n_faces > 1:
-                log.warning("%s: %d faces found; using the largest", job.image, face.n_faces)
-            crop, crop_lm = face_crop(image, face.landmarks, 256)
+            face = self.find_face(job, inputs.image)
         with self._timed(job, "source coefficients"):
-            source = self.coeff_backend(crop, crop_lm)
+            source = self.coeff_backend(face.crop, face.crop_landmarks)
         with self._timed(job, "Style-E"):
-            coeffs = coefficients_from_audio(self.motion, wav, source, job.text, job.emotion_scale, job.seed)
-            pose = self._pose(job, source, len(coeffs))
-            coeffs[:, COEFF_SLICES["angle"]], coeffs[:, COEFF_SLICES["trans"]] = pose[:, 0:3], pose[:, 3:6]
-            coeffs[:, COEFF_SLICES["crop"]] = pose[:, 6:9]
-        with self._timed(job, "Style-A"), torch.no_grad():
-            c = r.content_size
-            rgb = cv2.resize(crop, (c, c), interpolation=cv2.INTER_AREA)
-            to_t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)  # noqa: E731
-            parsing = None
-            if r.parser is None:
-                parsing = torch.from_numpy(landmark_parsing(crop_lm, c, c / 256))[None].to(self.device)
-            content = r.content_input(to_t(rgb), parsing)
-            p = r.psp.input_size
-            if self.identity_alignment == "ffhq":
-                from stylization.data.alignment import ffhq_align
-
-                identity_face = ffhq_align(image, face.landmarks, p)
-            else:
-                identity_face = cv2.resize(crop, (p, p), interpolation=cv2.INTER_AREA)
-            identity = r.codes(to_t(identity_face))
-            art = self._art_code(job)
-            windows = torch.from_numpy(semantic_windows(coeffs)).to(self.device)
-            frames = to_uint8(r.render(content, identity, art, windows, int(cfg.batch_size), progress=True))
+            coeffs = self.motion(job, inputs.wav, source)
+            apply_pose(coeffs, self.pose(job, source, len(coeffs)))
+        with self._timed(job, "Style-A"):
+            frames = self.render(job, inputs, face, coeffs)
         with self._timed(job, "outputs"):
-            if cfg.size is not None and int(cfg.size) != frames.shape[1]:
-                s = int(cfg.size)
-                frames = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA if s < f.shape[0]
-                                              else cv2.INTER_CUBIC) for f in frames])
-            frames = resample_frames(frames, float(cfg.fps))
-            art_view = read_image(job.art, "art picture") if job.art is not None else np.full_like(crop, 255)
-            sheet = contact_sheet([crop, art_view], frames) if cfg.sheet else None
-            sheet_out = None if cfg.get("sheet_out") is None else check_output(str(cfg.sheet_out))
-            written = write_outputs(job.out, frames, wav, float(cfg.fps), coeffs if cfg.save_coeffs else None, sheet,
-                                    sheet_out)
-        return written
+            return self.write(job, inputs, face, frames, coeffs)
 
-    def _run_motion_only(self, job: Job, wav: np.ndarray) -> list[str]:
+    def read_inputs(self, job: Job) -> Inputs:
+        """Step 1: read and check every input file before any model runs."""
+        job.text = check_text(job.text)
+        check_output(job.out)
+        wav = load_audio(job.audio)
+        check_speech(wav, job.audio)
+        if job.image is None:
+            if job.pose is not None or self.cfg.pose_motion != "still":
+                raise ConfigError("pose= and pose_motion= move a rendered head: give a photo (image=PATH), "
+                                  "or drop them (without a photo the source pose comes from source_coeffs)")
+            return Inputs(wav)
+        if self.cfg.source_coeffs is not None:
+            raise ConfigError("source_coeffs is for runs without a photo: with image= the source coefficients "
+                              "come from the photo; drop source_coeffs=")
+        if job.pose is not None and not os.path.isfile(job.pose):
+            raise DataError("pose source not found", job.pose)
+        image = read_image(job.image, "photo")
+        if job.art is None and job.art_style is None:
+            raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME)")
+        art = read_image(job.art, "art picture") if job.art is not None else None
+        return Inputs(wav, image, art)
+
+    def find_face(self, job: Job, image: np.ndarray) -> SourceFace:
+        """Step 2: the largest face's landmarks and the content crop (the corpus framing)."""
+        from stylization.data.alignment import face_crop
+
+        face = self.detector(image, job.image)
+        if face.n_faces > 1:
+            log.warning("%s: %d faces found; using the largest", job.image, face.n_faces)
+        crop, crop_landmarks = face_crop(image, face.landmarks, CROP_PIXELS)
+        return SourceFace(face.landmarks, crop, crop_landmarks)
+
+    def motion(self, job: Job, wav: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """Step 4: speech + text + the source row [260] -> coefficients [T, 260] (the source's pose)."""
+        return coefficients_from_audio(self.motion_model, wav, source, job.text, job.emotion_scale, job.seed)
+
+    def pose(self, job: Job, source: np.ndarray, n_frames: int) -> np.ndarray:
+        """Step 4, pose: the track [T, 9] (angle, trans, crop) from the pose options."""
+        driving = None
+        if job.pose is not None:
+            driving = read_pose_source(job.pose, self.detector, self.face_model, CROP_PIXELS)
+        return pose_track(source, n_frames, str(self.cfg.pose_motion), driving, job.seed)
+
+    @torch.no_grad()
+    def render(self, job: Job, inputs: Inputs, face: SourceFace, coeffs: np.ndarray) -> np.ndarray:
+        """Step 5: coefficients [T, 260] -> frames uint8 [T', S, S, 3] at ``cfg.fps`` and ``cfg.size``."""
+        cfg, r = self.cfg, self.renderer
+        batch = self.render_inputs.identity(face.crop, face.crop_landmarks, aligned_from=(inputs.image, face.landmarks))
+        exstyle_z = None
+        if job.art_style is not None:
+            exstyle_z = torch.from_numpy(self._exstyle_code(job.art_style)).to(self.device)
+        else:
+            batch["art"] = self.render_inputs.art(inputs.art)
+        batch = {k: torch.as_tensor(v)[None].to(self.device) for k, v in batch.items()}
+        content, identity, art = r.encode_inputs(batch, exstyle_z)
+        windows = torch.from_numpy(semantic_windows(coeffs)).to(self.device)
+        frames = to_uint8(r.render(content, identity, art, windows, int(cfg.batch_size), progress=True))
+        if cfg.size is not None and int(cfg.size) != frames.shape[1]:
+            s = int(cfg.size)
+            interp = cv2.INTER_AREA if s < frames.shape[1] else cv2.INTER_CUBIC
+            frames = np.stack([cv2.resize(f, (s, s), interpolation=interp) for f in frames])
+        return resample_frames(frames, float(cfg.fps))
+
+    def _exstyle_code(self, name: str) -> np.ndarray:
+        """An ``exstyle_code.npy`` entry: a Z+ code [1, 18, 512] (the file is read once)."""
+        if self.exstyle is None:
+            from stylization.loading import load_exstyle_codes
+
+            self.exstyle = load_exstyle_codes(str(self.cfg.exstyle_codes))
+        if name not in self.exstyle:
+            raise ConfigError(f"art_style {name!r} is not in {self.cfg.exstyle_codes} "
+                              f"(it has: {', '.join(sorted(self.exstyle)[:8])} ...)")
+        return self.exstyle[name]
+
+    def write(self, job: Job, inputs: Inputs, face: SourceFace, frames: np.ndarray, coeffs: np.ndarray) -> list[str]:
+        """Step 6: the video, the coefficients and the contact sheet (all or none)."""
         cfg = self.cfg
-        source = load_source_coeffs(cfg.get("source_coeffs"))
+        art_view = inputs.art if inputs.art is not None else np.full_like(face.crop, 255)
+        sheet = contact_sheet([face.crop, art_view], frames) if cfg.sheet else None
+        sheet_out = None if cfg.sheet_out is None else check_output(str(cfg.sheet_out))
+        return write_outputs(job.out, frames, inputs.wav, float(cfg.fps), coeffs if cfg.save_coeffs else None, sheet,
+                             sheet_out)
+
+    def _run_motion_only(self, job: Job, inputs: Inputs) -> list[str]:
+        """Without a photo: the coefficients from ``source_coeffs`` and a landmark preview video."""
+        cfg = self.cfg
+        source = load_source_coeffs(cfg.source_coeffs)
         with self._timed(job, "Style-E"):
-            coeffs = coefficients_from_audio(self.motion, wav, source, job.text, job.emotion_scale, job.seed)
+            coeffs = self.motion(job, inputs.wav, source)
         with self._timed(job, "outputs"):
-            size = int(cfg.size or 256)
+            size = int(cfg.size or CROP_PIXELS)
             frames = resample_frames(landmark_video(self.face_model, coeffs, size), float(cfg.fps)) \
                 if cfg.video else None
-            return write_outputs(job.out, frames, wav, float(cfg.fps), coeffs, None)
+            return write_outputs(job.out, frames, inputs.wav, float(cfg.fps), coeffs, None)
 
 
 def read_batch(path: str) -> list[dict]:

@@ -19,7 +19,9 @@ from stylization.data.corpus import write_clip, write_index
 from stylization.data.face_model import stand_in_face_model
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# Parameter-name/shape lists of the official checkpoints (copied from the project's reference
+# facts so that a fresh clone runs the layout and checkpoint contract tests too).
+MANIFESTS = Path(__file__).resolve().parent / "manifests"
 FRAME_SIZE = 32
 
 
@@ -63,13 +65,6 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return make_tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} (the project's shared facts folder) is not beside this checkout")
-    return SHARED
-
-
 @pytest.fixture(autouse=True)
 def _quiet_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -103,9 +98,9 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     return root
 
 
-def read_manifest(path: Path) -> list[tuple[str, list[int]]]:
-    """A parameter manifest (../shared/reference/checkpoints/*.tsv) as [(name, shape)]."""
-    rows = path.read_text().strip().splitlines()[1:]
+def read_manifest(name: str) -> list[tuple[str, list[int]]]:
+    """The parameter manifest ``tests/manifests/<name>`` (name, shape, dtype per line) as [(name, shape)]."""
+    rows = (MANIFESTS / name).read_text().strip().splitlines()[1:]
     return [(name, [int(d) for d in shape.strip("[]").split(",") if d]) for name, shape, _ in
             (r.split("\t") for r in rows)]
 

@@ -7,11 +7,12 @@ from conftest import check_checkpoint as check
 from conftest import read_manifest, write_official
 
 from stylization.errors import DataError
-from stylization.style_a.dualstylegan import DualStyleGAN, load_exstyle_codes
+from stylization.loading import load_exstyle_codes
+from stylization.style_a.dualstylegan import DualStyleGAN
 
 
-def test_full_size_layout_matches_the_manifest(shared_dir):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "dualstylegan_generator_1024.tsv")
+def test_full_size_layout_matches_the_manifest():
+    manifest = read_manifest("dualstylegan_generator_1024.tsv")
     with torch.device("meta"):
         model = DualStyleGAN(1024, 512, 8, channel_multiplier=2, res_index=6)
     assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == manifest
@@ -76,8 +77,8 @@ def test_exstyle_codes_load_safely(tmp_path):
         load_exstyle_codes(tmp_path / "none.npy")
 
 
-def test_check_checkpoint_dualstylegan(shared_dir, tmp_path):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "dualstylegan_generator_1024.tsv")
+def test_check_checkpoint_dualstylegan(tmp_path):
+    manifest = read_manifest("dualstylegan_generator_1024.tsv")
     write_official(tmp_path / "generator.pt", manifest, "g_ema")
     out = check("dualstylegan_generator", tmp_path / "generator.pt")
     assert out.returncode == 0 and "74,176,268 parameters" in out.stdout, out.stderr

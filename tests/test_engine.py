@@ -1,6 +1,7 @@
 """The training engine: sampler, checkpoints, EMA, and exact resume after a kill."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -183,3 +184,64 @@ def test_option_errors_are_clear(tmp_path):
     cfg.stage.batch_size = 64
     with pytest.raises(ConfigError, match="fewer than stage.batch_size=64"):
         Trainer(cfg, NoisyStage(cfg), init_distributed("cpu"))
+
+
+class SlowValidationStage(NoisyStage):
+    """NoisyStage whose validation batches each take ``val_batch_seconds`` (a stand-in for a
+    renderer validating under load); it records how many batches each validation ran."""
+
+    val_batch_seconds = 0.0
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.val_batches_run = []  # one count per validation
+
+    def validation_step(self, batch, ctx):
+        time.sleep(self.val_batch_seconds)
+        self.val_batches_run[-1] += 1
+        return super().validation_step(batch, ctx)
+
+
+def timed_budget_run(run_dir, budget_s, val_batch_s, val_every_steps):
+    """Build and fit a trainer with ``trainer.max_minutes = budget_s / 60``; returns (trainer, stage, seconds)."""
+    # One-time imports (TensorBoard; torch._dynamo on the first optimiser) before the clock starts.
+    from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+
+    torch.optim.AdamW(nn.Linear(1, 1).parameters())
+
+    cfg = noisy_cfg(run_dir, 2)
+    cfg.trainer.max_steps, cfg.trainer.max_minutes = None, budget_s / 60.0
+    cfg.trainer.val_every_steps, cfg.trainer.val_batches = val_every_steps, 4  # 10 items in batches of 3: 4 batches
+    cfg.trainer.checkpoint_every_steps = cfg.trainer.log_every_steps = 10**6
+    cfg.trainer.image_every_steps = 0
+    stage = SlowValidationStage(cfg)
+    stage.val_batch_seconds = val_batch_s
+    began = time.monotonic()
+    trainer = Trainer(cfg, stage, init_distributed("cpu"))
+    validate = trainer.validate
+
+    def counted_validate():
+        stage.val_batches_run.append(0)
+        return validate()
+
+    trainer.validate = counted_validate
+    trainer.fit()
+    return trainer, stage, time.monotonic() - began
+
+
+def test_max_minutes_counts_the_final_validation_in(tmp_path):
+    """trainer.max_minutes bounds the whole run, the final checkpoint and validation included.
+
+    Without the rule each run below would train for the full budget and then validate for
+    another 0.8 s (first run) or 2 s (second run)."""
+    # A validation (4 x 0.2 s) measured during the run: training stops early enough for the
+    # final validation to run whole within the budget.
+    trainer, stage, seconds = timed_budget_run(str(tmp_path / "measured"), 3.0, 0.2, val_every_steps=25)
+    assert trainer.step > 25 and len(stage.val_batches_run) >= 2
+    assert stage.val_batches_run[-1] == 4
+    assert seconds < 3.0 + 0.4, seconds
+    # No validation before the end: the final one is cut at the deadline, after its first batch.
+    trainer, stage, seconds = timed_budget_run(str(tmp_path / "cut"), 2.0, 0.5, val_every_steps=10**6)
+    assert trainer.step > 0 and stage.val_batches_run == [1]
+    assert seconds < 2.0 + 0.5 + 0.4, seconds
+    assert ckpt_io.list_checkpoints(str(tmp_path / "cut"))[-1].endswith(f"step_{trainer.step:09d}.pt")

@@ -57,3 +57,18 @@ def test_expected_mistakes_give_one_line_and_no_traceback(args, code, message, t
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
+
+
+def test_console_logging_puts_warnings_on_stderr():
+    """configs/hydra/job_logging/console.yaml (every entry point's logging): info on stdout only,
+    warnings and errors on stderr only."""
+    code = ("import logging.config, yaml; "
+            "logging.config.dictConfig(yaml.safe_load(open('configs/hydra/job_logging/console.yaml'))); "
+            "log = logging.getLogger('stylization.x'); log.info('progress note'); "
+            "log.warning('3 faces found; using the largest'); log.error('it broke')")
+    out = run(["-c", code])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["progress note"]
+    assert out.stderr.splitlines() == ["WARNING: 3 faces found; using the largest", "ERROR: it broke"]
+    for config in ("train", "infer", "corpus", "eval_motion", "eval_render"):
+        assert "override hydra/job_logging: console" in (REPO / "configs" / f"{config}.yaml").read_text()

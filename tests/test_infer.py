@@ -44,19 +44,45 @@ def test_speech_becomes_coefficients_and_video(trained_run, tiny_corpus, tmp_pat
     assert info.n_frames == 50 and info.width == 64 and abs(info.audio_duration - info.duration) < 0.04
 
 
-@pytest.mark.parametrize("case", ["silent", "missing_checkpoint", "missing_audio"])
-def test_bad_inputs_fail_cleanly(case, trained_run, tmp_path):
+BAD = {"silent": ("audio is silent", 1), "missing_checkpoint": ("stage=audio2exp", 1),
+       "missing_audio": ("not found", 1), "pose_without_photo": ("give a photo", 2),
+       "pose_motion_without_photo": ("give a photo", 2), "text_and_text_file": ("not both", 2),
+       "missing_text_file": ("text file not found", 1)}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inputs_fail_cleanly(case, trained_run, tiny_corpus, tmp_path):
     speech = tmp_path / "speech.wav"
     soundfile.write(speech, np.zeros(16000) if case == "silent" else 0.3 * np.sin(np.arange(16000) / 5.0), 16000)
     ckpt = tmp_path / "none" if case == "missing_checkpoint" else trained_run
     audio = tmp_path / "nope.wav" if case == "missing_audio" else speech
     out = tmp_path / "out.mp4"
-    res = infer(f"style_e={ckpt}", f"audio={audio}", f"out={out}")
-    assert res.returncode == 1 and "Traceback" not in res.stderr
-    message = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    expected = {"silent": "audio is silent", "missing_checkpoint": "stage=audio2exp", "missing_audio": "not found"}
-    assert len(message) == 1 and expected[case] in message[0]
+    extra = {"pose_without_photo": [f"pose={tiny_corpus / 'clips' / 'spk_c_neutral' / 'coeffs.npy'}"],
+             "pose_motion_without_photo": ["pose_motion=gentle"],
+             "text_and_text_file": ["text=calm", f"text_file={speech}"],
+             "missing_text_file": [f"text_file={tmp_path / 'none.txt'}"]}.get(case, [])
+    res = infer(f"style_e={ckpt}", f"audio={audio}", f"out={out}", *extra)
+    message, code = BAD[case]
+    assert res.returncode == code and "Traceback" not in res.stderr, res.stderr[-2000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], res.stderr[-2000:]
     assert not os.path.exists(out) and not os.path.exists(tmp_path / "out.npy")
+
+
+# Free text as people type it: commas (Hydra's list separator), quotes, '=', brackets, '${'.
+FREE_TEXT = """The person is angry, frowning; she says "no" = 'never' [twice] ${not_a_key}"""
+
+
+def test_free_text_reaches_the_config_as_typed(tmp_path):
+    from omegaconf import OmegaConf
+
+    res = infer("--cfg", "job", f"text={FREE_TEXT}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert OmegaConf.create(res.stdout).text == FREE_TEXT
+    hydra_quoted = infer("--cfg", "job", "text='A man speaks slowly, frowning.'")  # Hydra's quoting still works
+    assert OmegaConf.create(hydra_quoted.stdout).text == "A man speaks slowly, frowning."
+    res = infer("--cfg", "job", f"text_file={tmp_path / 'a, b=c.txt'}")
+    assert OmegaConf.create(res.stdout).text_file == str(tmp_path / "a, b=c.txt")
 
 
 def test_style_e_run_with_an_emotion_text(tiny_corpus, tmp_path):
@@ -69,9 +95,17 @@ def test_style_e_run_with_an_emotion_text(tiny_corpus, tmp_path):
     speech = tmp_path / "speech.wav"
     soundfile.write(speech, 0.3 * np.sin(np.arange(24000) / 7.0) * (np.arange(24000) % 8000 < 5000), 16000)
     out = tmp_path / "coeffs.mp4"
-    res = infer(f"style_e={run_dir}", f"audio={speech}", "text=A woman speaks with a broad smile.",
-                "emotion_scale=2.0", f"out={out}", "video=false")
+    res = infer(f"style_e={run_dir}", f"audio={speech}", f"text={FREE_TEXT}", "emotion_scale=2.0", f"out={out}",
+                "video=false")
     assert res.returncode == 0, res.stderr[-3000:]
     assert np.load(tmp_path / "coeffs.npy").shape == (37, 260) and not os.path.exists(out)
+    # the same description from a file gives the same coefficients; another text does not
+    (tmp_path / "emotion.txt").write_text(FREE_TEXT + "\n", encoding="utf-8")
+    for name, text in (("from_file", f"text_file={tmp_path / 'emotion.txt'}"), ("other", "text=calm and neutral")):
+        res = infer(f"style_e={run_dir}", f"audio={speech}", text, "emotion_scale=2.0", f"out={tmp_path / name}.mp4",
+                    "video=false")
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert np.array_equal(np.load(tmp_path / "from_file.npy"), np.load(tmp_path / "coeffs.npy"))
+    assert not np.array_equal(np.load(tmp_path / "other.npy"), np.load(tmp_path / "coeffs.npy"))
     bad = infer(f"style_e={run_dir}", f"audio={speech}", "text=' '", f"out={tmp_path / 'x.mp4'}")
     assert bad.returncode == 2 and "text must be" in bad.stderr and not os.path.exists(tmp_path / "x.npy")

@@ -7,9 +7,8 @@ from stylization.data.coeffs import SEMANTIC_DIM, WINDOW_FRAMES
 from stylization.style_a.motion import MappingNet, MotionGenerator, flow_to_grid, warp
 
 
-def test_layout_matches_pirender_mapping_and_warping_nets(shared_dir):
-    manifest = [(n, s) for n, s in read_manifest(shared_dir / "reference" / "checkpoints" /
-                                                 "pirender_facegenerator.tsv") if not n.startswith("editing_net.")]
+def test_layout_matches_pirender_mapping_and_warping_nets():
+    manifest = [(n, s) for n, s in read_manifest("pirender_facegenerator.tsv") if not n.startswith("editing_net.")]
     with torch.device("meta"):
         model = MotionGenerator()
     assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == manifest

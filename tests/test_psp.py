@@ -8,8 +8,8 @@ from stylization.loading import load_official
 from stylization.style_a.psp import PSP, GradualStyleEncoder
 
 
-def test_full_size_layout_matches_the_manifest(shared_dir):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "psp_encoder.tsv")
+def test_full_size_layout_matches_the_manifest():
+    manifest = read_manifest("psp_encoder.tsv")
     with torch.device("meta"):
         model = PSP(1024)
     # the file's state_dict, plus latent_avg (kept beside it in the file, a buffer here)
@@ -28,8 +28,8 @@ def test_encoder_codes_on_a_256_face():
     assert not torch.allclose(codes[0], codes[1])
 
 
-def test_checkpoint_tool_and_latent_avg(shared_dir, tmp_path):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "psp_encoder.tsv")
+def test_checkpoint_tool_and_latent_avg(tmp_path):
+    manifest = read_manifest("psp_encoder.tsv")
     avg = torch.randn(18, 512)
     write_official(tmp_path / "encoder.pt", manifest, "state_dict", latent_avg=avg,
                    opts={"output_size": 1024, "input_nc": 3})

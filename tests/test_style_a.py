@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import REPO, compose_train, read_manifest
 
-from stylization.errors import CheckpointError, ConfigError
-from stylization.loading import load_style_a
+from stylization.errors import CheckpointError, ConfigError, DataError
+from stylization.loading import load_style_a, lpips_vgg, vgg19_features
+from stylization.metrics import mouth
 from stylization.style_a import losses
 from stylization.style_a.refinement import Refinement
-from stylization.style_a.style_a import StyleAGenerator, styleheat_state
+from stylization.style_a.style_a import TRAIN_GROUPS, StyleAGenerator, styleheat_state
 from stylization.style_a.vtoonify import VToonifyD
 
 TINY = dict(in_size=32, out_size=128, style_dim=16, n_mlp=8, channel_multiplier=1, channel_cap=16, motion_size=32,
@@ -81,6 +82,54 @@ def test_content_at_the_output_size_is_fused():
     assert g.fusion_skip[2].weight.grad is None
 
 
+def trainable(module) -> set[str]:
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
+def assert_trainable_parameters_get_gradients(g: StyleAGenerator, in_size: int) -> None:
+    """Nothing looks trainable that the forward pass never reaches (DDP fails on such parameters)."""
+    _, identity, art, window = tiny_inputs()
+    g.zero_grad(set_to_none=True)
+    g(torch.randn(2, 22, in_size, in_size), identity, art, window)["image"].square().mean().backward()
+    idle = sorted(name for name, p in g.named_parameters() if p.requires_grad and p.grad is None)
+    assert not idle, idle[:5]
+
+
+def test_configure_trainable_follows_the_flags_and_freezes_what_never_runs():
+    flags = dict.fromkeys(TRAIN_GROUPS, False)
+    g = tiny_generator(in_size=64, motion_size=64)  # content fused at 32 and 64
+    g.configure_trainable({**flags, "content": True})
+    content = {f"{part}.{n}" for part in ("encoder", "fusion_out", "fusion_skip")
+               for n, _ in getattr(g, part).named_parameters()}
+    assert trainable(g) == content
+    assert_trainable_parameters_get_gradients(g, 64)
+    g.configure_trainable({**flags, "motion": True, "refinement": True})
+    assert trainable(g) and all(n.startswith(("motion.", "refinement.")) for n in trainable(g))
+    with pytest.raises(ValueError, match="missing"):
+        g.configure_trainable({"content": True})
+
+    # fuse_levels=1 ("w/o skip connections"): the 64 px fusion never runs, so it is frozen
+    no_skip = tiny_generator(in_size=64, motion_size=64, fuse_levels=1)
+    no_skip.configure_trainable({**flags, "content": True})
+    assert all(p.requires_grad for p in no_skip.fusion_out[0].parameters())
+    assert not any(p.requires_grad for m in (no_skip.fusion_out[1], no_skip.fusion_skip[1]) for p in m.parameters())
+    assert_trainable_parameters_get_gradients(no_skip, 64)
+
+    # art_path=False ("w/o art style"): the encoder's ModRes and the colour transforms above
+    # DualStyleGAN.res_index are frozen even when their groups train
+    plain = tiny_generator(art_path=False)
+    plain.configure_trainable({**flags, "modres": True, "content": True, "backbone": True})
+    dsg = plain.generator
+    assert not any(p.requires_grad for p in plain.res.parameters())
+    assert not any(p.requires_grad for j in range(dsg.res_index + 1, plain.n_latent) for p in dsg.res[j].parameters())
+    assert all(p.requires_grad for j in range(dsg.res_index + 1) for p in dsg.res[j].parameters())  # backbone
+    plain.configure_trainable({**flags, "modres": True, "content": True})
+    assert_trainable_parameters_get_gradients(plain, 32)
+    with_art = tiny_generator()
+    with_art.configure_trainable({**flags, "modres": True})
+    assert trainable(with_art) == {f"res.{n}" for n, _ in with_art.res.named_parameters()}
+
+
 def test_repeats_equal_repeated_inputs():
     content, identity, art, window = tiny_inputs(b=2, frames=3)
     g = tiny_generator()
@@ -142,13 +191,13 @@ def styleheat_calibrator_shapes(width=256, in_ch=512, levels=4, descriptor=256) 
     return s
 
 
-def write_styleheat(path, shared_dir):
+def write_styleheat(path):
     """A StyleHEAT_visual.pt-format file: video_warper (PIRender's nets, 'warping_net'), calibrator,
     and keys Style-A must ignore (HFGI generator, audio warper)."""
     g = torch.Generator().manual_seed(3)
     rnd = lambda shape: torch.randn(shape, generator=g) if shape else torch.tensor(0)  # noqa: E731
     state = {}
-    for name, shape in read_manifest(shared_dir / "reference" / "checkpoints" / "pirender_facegenerator.tsv"):
+    for name, shape in read_manifest("pirender_facegenerator.tsv"):
         if name.startswith(("mapping_net.", "warpping_net.")):
             state["video_warper." + name.replace("warpping_net.", "warping_net.")] = rnd(shape)
     state.update({"calibrator." + k: rnd(v) for k, v in styleheat_calibrator_shapes().items()})
@@ -158,12 +207,12 @@ def write_styleheat(path, shared_dir):
     return state
 
 
-def test_styleheat_rename_map_covers_motion_and_refinement(shared_dir):
+def test_styleheat_rename_map_covers_motion_and_refinement():
     with torch.device("meta"):
         g = StyleAGenerator()
     ours = {k: list(v.shape) for k, v in g.state_dict().items() if k.startswith(("motion.", "refinement."))}
     theirs = {"calibrator." + k: v for k, v in styleheat_calibrator_shapes().items()}
-    for name, shape in read_manifest(shared_dir / "reference" / "checkpoints" / "pirender_facegenerator.tsv"):
+    for name, shape in read_manifest("pirender_facegenerator.tsv"):
         if name.startswith(("mapping_net.", "warpping_net.")):
             theirs["video_warper." + name.replace("warpping_net.", "warping_net.")] = shape
     renamed = styleheat_state({k: torch.empty(v, device="meta") for k, v in theirs.items()})
@@ -171,14 +220,14 @@ def test_styleheat_rename_map_covers_motion_and_refinement(shared_dir):
     assert all(not k.startswith("calibrator.condition") for k in renamed)
 
 
-def test_default_size_loads_official_files_and_renders(shared_dir, tmp_path):
+def test_default_size_loads_official_files_and_renders(tmp_path):
     """The paper-size generator takes a VToonify-D g_ema and StyleHEAT's net_G_ema strictly, then
     renders a 256 frame to 1024."""
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
+    manifest = read_manifest("vtoonify_d.tsv")
     g = torch.Generator().manual_seed(2)
     vtoonify = {n: torch.randn(s, generator=g) * 0.02 if s else torch.tensor(0) for n, s in manifest}
     torch.save({"g_ema": vtoonify}, tmp_path / "vtoonify_s_d.pt")
-    styleheat = write_styleheat(tmp_path / "StyleHEAT_visual.pt", shared_dir)
+    styleheat = write_styleheat(tmp_path / "StyleHEAT_visual.pt")
     del vtoonify
     model = StyleAGenerator().eval()
     load_style_a(model, tmp_path / "vtoonify_s_d.pt", tmp_path / "StyleHEAT_visual.pt")
@@ -202,10 +251,10 @@ def test_default_size_loads_official_files_and_renders(shared_dir, tmp_path):
         load_style_a(model, styleheat=tmp_path / "bad.pt")
 
 
-def test_check_checkpoint_styleheat(shared_dir, tmp_path):
+def test_check_checkpoint_styleheat(tmp_path):
     from conftest import check_checkpoint
 
-    write_styleheat(tmp_path / "StyleHEAT_visual.pt", shared_dir)
+    write_styleheat(tmp_path / "StyleHEAT_visual.pt")
     done = check_checkpoint("styleheat", tmp_path / "StyleHEAT_visual.pt")
     assert done.returncode == 0, done.stderr
 
@@ -218,15 +267,15 @@ def test_losses():
     b = torch.rand(2, 3, 32, 32) * 2 - 1
     assert losses.reconstruction_loss(a, a) == 0 and losses.reconstruction_loss(a, b) > 0
 
-    vgg = losses.VGGPerceptual(weights=None)
+    vgg = losses.VGGPerceptual(vgg19_features(None))
     fake = a.clone().requires_grad_(True)
     assert vgg(a, a) == 0
     value = vgg(fake, b)
     value.backward()
     assert value > 0 and fake.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in vgg.parameters())
-    with pytest.raises(ConfigError):
-        losses.VGGPerceptual(weights="bogus")
+    with pytest.raises(ConfigError, match="perceptual_weights"):
+        vgg19_features("bogus")
 
     zero = torch.zeros(4, 1)
     assert torch.isclose(losses.d_logistic_loss(zero, zero), torch.tensor(2 * np.log(2), dtype=torch.float32))
@@ -251,7 +300,7 @@ def test_losses():
 
     lm = torch.zeros(2, 68, 2)
     lm[:, 48:68] = torch.tensor([[20.0, 40.0], [28.0, 44.0]]).repeat(10, 1)  # a 8×4 mouth at (24, 42)
-    boxes = losses.mouth_boxes(lm, 64)
+    boxes = mouth.mouth_boxes(lm, 64)
     assert boxes[0].tolist() == [17, 35, 31, 49]
     real = torch.zeros(2, 3, 64, 64)
     outside, inside = real.clone(), real.clone()
@@ -275,14 +324,41 @@ def test_losses():
         losses.motion_residual_loss(renders[:, :1], renders[:, :1])
 
 
+def test_style_a_loss_weights_its_named_terms():
+    torch.manual_seed(0)
+    b, k, f, size = 2, 2, 2, 16
+    target = torch.rand(b, k, f, 3, size, size) * 2 - 1
+    fake = target.flatten(0, 2) + 0.1 * torch.randn(b * k * f, 3, size, size)
+    out = {"image": fake, "flow": torch.zeros(b * k * f, 2, 8, 8), "masks": [torch.full((b * k * f, 1, 4, 4), 0.5)]}
+    lm = torch.zeros(b, k, f, 68, 2)
+    lm[..., 48:68, :] = torch.tensor([[4.0, 8.0], [12.0, 12.0]]).repeat(10, 1)
+    batch = {"source": torch.rand(b, 3, size, size), "target_real": torch.rand(b, k, f, 3, size, size),
+             "target_landmarks": lm}
+    weights = {"mse": 1.0, "perceptual": 0.0, "lpips": 0.0, "adversarial": 0.5, "mask": 2.0, "temporal": 3.0,
+               "warp": 0.25, "mouth": 4.0, "motion": 5.0}
+    loss = losses.StyleALoss(weights=weights, degree=1.0, align_corners=True)
+    total, terms = loss(out, target, batch, g_adv=torch.tensor(0.7))
+    assert list(terms) == ["g_adv", "mse", "mask", "warp", "mouth", "motion", "temporal"]
+    of = {"g_adv": "adversarial"}
+    assert torch.isclose(total, sum(weights[of.get(n, n)] * v for n, v in terms.items()))
+    assert torch.isclose(terms["mse"], losses.reconstruction_loss(fake, target.flatten(0, 2)))
+    _, without = losses.StyleALoss(weights={**weights, "warp": 0.0, "temporal": 0.0}, degree=1.0,
+                                   align_corners=True)(out, target, batch)
+    assert list(without) == ["mse", "mask", "mouth", "motion"]  # a zero weight is not computed (mse, mask: always)
+    with pytest.raises(ConfigError, match="stage.loss: unknown weights \\['l1'\\]"):
+        losses.StyleALoss(weights={**weights, "l1": 1.0}, degree=1.0, align_corners=True)
+    with pytest.raises(ValueError, match="perceptual"):
+        losses.StyleALoss(weights={**weights, "perceptual": 0.1}, degree=1.0, align_corners=True)
+
+
 def test_lpips_is_optional():
     try:
         import lpips  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match="pip install lpips"):
-            losses.LPIPSLoss()
+            lpips_vgg()
     else:
-        loss = losses.LPIPSLoss()
+        loss = losses.LPIPSLoss(lpips_vgg())
         x = torch.rand(1, 3, 64, 64) * 2 - 1
         assert loss(x, x) < 1e-6
 
@@ -320,11 +396,21 @@ def test_landmark_parsing_draws_the_face_parts(synthetic_corpus):
     assert (parsing.sum(0) == 16).all()  # one class per pixel
 
 
-def test_render_pair_dataset(synthetic_corpus):
+def pair_dataset(root, split="train", inputs=None, **overrides):
+    """A RenderPairDataset at the tiny test sizes (content and code 32 px, output 128)."""
+    from stylization.data.render_inputs import RenderInputs
     from stylization.data.render_pairs import RenderPairDataset
 
-    ds = RenderPairDataset(synthetic_corpus, "train", content_size=32, code_size=32, out_size=128,
-                           pairs_per_item=2, frames_per_item=2, items_per_clip=2)
+    kwargs = dict(styles=None, out_size=128, pairs_per_item=2, frames_per_item=2, items_per_clip=2, targets="corpus",
+                  deterministic=False, seed=0, speakers=None, source_frame="random", skip_damaged=False)
+    inputs = inputs or RenderInputs(content_size=32, code_size=32, identity_alignment="crop", parsing="landmarks")
+    return RenderPairDataset(root, split, inputs=inputs, **{**kwargs, **overrides})
+
+
+def test_render_pair_dataset(synthetic_corpus):
+    from stylization.data.render_inputs import RenderInputs
+
+    ds = pair_dataset(synthetic_corpus)
     item = ds[3]
     assert item["source"].shape == (3, 32, 32) and item["source_parsing"].shape == (19, 32, 32)
     assert item["semantic"].shape == (2, 2, 73, 27) and item["target"].shape == (2, 2, 3, 128, 128)
@@ -336,31 +422,82 @@ def test_render_pair_dataset(synthetic_corpus):
     ds.set_epoch(1)
     assert any(ds[3]["source_frame"] != item["source_frame"] or ds[i]["style"] != ds[3]["style"] for i in range(4))
 
-    test = RenderPairDataset(synthetic_corpus, "test", content_size=32, code_size=32, out_size=128,
-                             pairs_per_item=3, frames_per_item=1, items_per_clip=1, deterministic=True,
-                             targets="teacher", parsing="none")
+    test = pair_dataset(synthetic_corpus, "test", RenderInputs(32, 32, "crop", "none"), pairs_per_item=3,
+                        frames_per_item=1, items_per_clip=1, deterministic=True, targets="teacher")
     item = test[1]
     assert item["source_frame"] == 0 and (item["target_frames"] > 0).all()
     assert item["target_real"].shape == (3, 1, 3, 32, 32) and "source_parsing" not in item
     assert [test[i]["style"] for i in range(2)] == ["cel", "pixel_art"]
 
 
+@pytest.mark.parametrize("alignment", ["crop", "ffhq"])
+def test_the_dataset_uses_the_input_builder_inference_uses(synthetic_corpus, alignment):
+    """Training items are the shared builder's tensors for the same frame and picture: training and
+    inference (Pipeline.run calls the same RenderInputs) cannot drift."""
+    from stylization.data.render_inputs import RenderInputs
+    from stylization.data.render_pairs import read_picture
+    from stylization.data.video import read_video
+
+    inputs = RenderInputs(content_size=48, code_size=40, identity_alignment=alignment, parsing="landmarks")
+    ds = pair_dataset(synthetic_corpus, "test", inputs, deterministic=True)
+    for index in (0, 3):
+        item = ds[index]
+        rec = ds.clips[ds.slots[index][0]]
+        video = read_video(ds.corpus.path(rec, "video"), fps=rec.fps)
+        landmarks = np.load(ds.corpus.path(rec, "landmarks"))
+        built = inputs.identity(video[item["source_frame"]], landmarks[item["source_frame"]])
+        assert set(built) == {"source", "source_parsing", "identity_face"}
+        for key, value in built.items():
+            assert torch.equal(item[key], value), key
+        assert item["source"].shape == (3, 48, 48) and item["identity_face"].shape == (3, 40, 40)
+        style = ds.styles[index % len(ds.styles)]
+        picture = read_picture(ds.art[style][index // len(ds.styles) % len(ds.art[style])])
+        assert torch.equal(item["art"], inputs.art(picture))
+        frames = item["target_frames"][:, None] + torch.arange(2)
+        assert torch.equal(item["target_real"], inputs.frames(video[frames.numpy()]))
+    with pytest.raises(ConfigError, match="model.identity_alignment"):
+        RenderInputs(48, 40, "aligned", "landmarks")
+    with pytest.raises(ConfigError, match="parsing"):
+        RenderInputs(48, 40, "crop", "bisenet")
+
+
+def test_damaged_clips_stop_the_dataset_or_are_skipped(synthetic_corpus, tmp_path, caplog):
+    """data.skip_damaged: a clip with a mis-shaped landmarks file stops the dataset, naming it, or is
+    left out and logged."""
+    import os
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(synthetic_corpus, root, copy_function=os.symlink)  # files linked, not copied
+    ds = pair_dataset(root, "test")
+    victim = ds.clips[0]
+    path = ds.corpus.path(victim, "landmarks")
+    os.remove(path)
+    np.save(path, np.zeros((3, 68, 2), np.float32))
+    with pytest.raises(DataError, match=f"{victim.id}: landmarks.npy has shape.*data.skip_damaged"):
+        pair_dataset(root, "test")
+    with caplog.at_level("WARNING"):
+        kept = pair_dataset(root, "test", skip_damaged=True)
+    assert [r.id for r in kept.clips] == [r.id for r in ds.clips[1:]]
+    assert f"skipping 1 damaged clips: {victim.id}" in caplog.text
+
+
 def test_source_frame_choices(synthetic_corpus):
-    from stylization.data.render_pairs import RenderPairDataset, closed_mouth_frame
+    from stylization.data.render_pairs import closed_mouth_frame
 
     landmarks = np.zeros((4, 68, 2), np.float32)
     landmarks[:, 65:68, 1] = [[5.0], [1.0], [3.0], [4.0]]  # the lower inner lip, below the upper one at 0
     assert closed_mouth_frame(landmarks) == 1
-    kwargs = dict(content_size=32, code_size=32, out_size=128, pairs_per_item=2, frames_per_item=1, items_per_clip=2)
-    first = RenderPairDataset(synthetic_corpus, "train", source_frame="first", **kwargs)
-    closed = RenderPairDataset(synthetic_corpus, "train", source_frame="closed_mouth", **kwargs)
+    kwargs = dict(pairs_per_item=2, frames_per_item=1, items_per_clip=2)
+    first = pair_dataset(synthetic_corpus, source_frame="first", **kwargs)
+    closed = pair_dataset(synthetic_corpus, source_frame="closed_mouth", **kwargs)
     assert {first[i]["source_frame"] for i in range(4)} == {0}
     for i in range(4):
         rec = closed.clips[closed.slots[i][0]]
         expected = closed_mouth_frame(np.load(closed.corpus.path(rec, "landmarks"))[:rec.n_frames])
         assert closed[i]["source_frame"] == expected
-    with pytest.raises(ConfigError, match="source_frame"):
-        RenderPairDataset(synthetic_corpus, "train", source_frame="middle", **kwargs)
+    with pytest.raises(ConfigError, match="stage.source_frame"):
+        pair_dataset(synthetic_corpus, source_frame="middle", **kwargs)
 
 
 # -- training --------------------------------------------------------------------------------
@@ -427,21 +564,40 @@ def test_training_loss_falls_and_eval_render_reports(synthetic_corpus, tmp_path)
 
 
 def test_mouth_changes_measure_what_moves_over_the_frames():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("eval_render", REPO / "scripts" / "eval_render.py")
-    eval_render = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_render)
     real = torch.rand(1, 3, 32, 32).repeat(3, 1, 1, 1)
     real[1, :, 20:22, 12:20] = 0.0  # the mouth opens in frame 1 and wider in frame 2
     real[2, :, 19:23, 12:20] = 0.0
     boxes = [(10, 16, 22, 26), (10, 17, 22, 27), (10, 18, 22, 28)]  # their mean: (10, 17, 22, 27)
     still = real[:1].repeat(3, 1, 1, 1)
-    model_change, target_change = eval_render.mouth_changes(still, real, boxes, range(3))
+    model_change, target_change = mouth.mouth_changes(still, real, boxes, range(3))
     assert model_change.shape == target_change.shape == (3, 3, 10, 12)
     assert model_change.abs().max() < 1e-6 and target_change.abs().max() > 0.1
-    same, target_change = eval_render.mouth_changes(real, real, boxes, range(3))
+    same, target_change = mouth.mouth_changes(real, real, boxes, range(3))
     assert torch.equal(same, target_change)
+
+
+def test_mouth_motion_scores_a_still_and_a_perfect_model():
+    """Summed over items, a model whose mouth never moves scores corr 0, gain 0; one that renders
+    the targets scores 1, 1; one that moves half as much, in step, scores 1, 0.5."""
+    torch.manual_seed(0)
+    real = torch.rand(6, 3, 32, 32)
+    boxes = mouth.mouth_boxes(torch.rand(6, 68, 2) * 20 + 6, 32).tolist()
+    items = [range(0, 3), range(3, 6)]
+
+    def scores(model):
+        sums = [mouth.motion_sums(*mouth.mouth_changes(model, real, boxes, frames)) for frames in items]
+        return mouth.motion_scores(*(sum(column) for column in zip(*sums)))
+
+    still = torch.cat([real[i.start:i.start + 1].expand(3, -1, -1, -1) for i in items])
+    corr, gain = scores(still)
+    assert abs(corr) < 1e-6 and gain < 1e-6  # float rounding of identical frames leaves ~1e-8
+    corr, gain = scores(real)
+    assert abs(corr - 1) < 1e-6 and abs(gain - 1) < 1e-6
+    half = torch.cat([(real[i.start:i.stop] + real[i.start:i.stop].mean(0, keepdim=True)) / 2 for i in items])
+    corr, gain = scores(half)
+    assert abs(corr - 1) < 1e-5 and abs(gain - 0.5) < 1e-5
+    psnr = mouth.box_psnr(real, real.clamp(0.1, 0.9), boxes)
+    assert psnr.shape == (6,) and torch.isfinite(psnr).all()
 
 
 def test_motion_phase_freezes_the_renderer(synthetic_corpus, tmp_path):
@@ -479,8 +635,57 @@ def test_teacher_targets(synthetic_corpus, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoints" / "step_000000002.pt", weights_only=False)
     assert "teacher" in state["modules"]
     # the student started from the teacher's weights (every part but motion and refinement)
-    with pytest.raises(ConfigError, match="checkpoints.vtoonify"):
-        from stylization.style_a.stage import StyleAStage
+    from stylization.style_a.stage import StyleAStage
 
-        StyleAStage(compose_train(style_a_overrides(synthetic_corpus, tmp_path / "r2", 1, ["stage.targets=teacher"]))
-                    ).build_modules()
+    modules = StyleAStage(cfg).build_modules()
+    student, taught = modules["generator"].state_dict(), teacher.state_dict()
+    assert set(student) - set(taught) and all(k.startswith(("motion.", "refinement.")) for k in set(student) - set(taught))
+    for key, value in taught.items():
+        assert torch.equal(student[key], value), key
+        assert torch.equal(modules["teacher"].state_dict()[key], value), key
+    with pytest.raises(ConfigError, match="checkpoints.vtoonify"):
+        StyleAStage(compose_train(style_a_overrides(synthetic_corpus, tmp_path / "r2", 1, ["stage.targets=teacher"])))
+
+
+def test_documented_cpu_command_trains_with_its_recipe(synthetic_corpus, tmp_path):
+    """docs/results.md's short command, run as a user would (plus 2 steps), trains with the CPU recipe
+    that model=style_a_small brings (configs/experiment/style_a_cpu.yaml); config.yaml says so, and
+    the stage keys live in the stage, not the model."""
+    from omegaconf import OmegaConf
+
+    from stylization.runs import load_run
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "train.py", "stage=style_a", "model=style_a_small", f"data.root={synthetic_corpus}",
+            f"trainer.run_dir={run_dir}", "trainer.max_minutes=15", "trainer.max_steps=2"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    expected = {"stage.lr": 1e-3, "trainer.ema_decay": 0.995, "trainer.log_every_steps": 25,
+                "trainer.val_every_steps": 200, "trainer.val_batches": 10, "trainer.image_every_steps": 200,
+                "trainer.checkpoint_every_steps": 200, "trainer.max_minutes": 15, "stage.motion_phase_from": 400,
+                "stage.source_frame": "closed_mouth", "stage.loss.perceptual": 0.0, "stage.loss.motion": 10.0,
+                "stage.train.backbone": True, "model.generator.out_size": 128}
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+    assert not {"train", "loss", "motion_phase_from", "source_frame"} & set(cfg.model)
+    assert load_run(run_dir).step == 2
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.generator.num_res_layers=7", "model.generator.num_res_layers"),
+    ("model.identity_alignment=aligned", "model.identity_alignment"),
+    ("model.parsing=segformer", "model.parsing"),
+    ("stage.source_frame=middle", "stage.source_frame"),
+    ("stage.targets=oracle", "stage.targets"),
+    ("+stage.train.decoder=true", "stage.train"),
+    ("stage.motion_phase_groups=[motion,psp]", "stage.motion_phase_groups"),
+    ("+stage.loss.l1=1.0", "stage.loss"),
+    ("model.parsing=bisenet", "stage.checkpoints.bisenet"),
+])
+def test_bad_options_fail_before_any_data_is_read(tmp_path, override, key):
+    """The stage checks its options first: a wrong one fails naming its key, with no corpus at all."""
+    from stylization.style_a.stage import StyleAStage
+
+    cfg = compose_train(style_a_overrides(tmp_path / "no_corpus", tmp_path / "run", 1, [override]))
+    with pytest.raises(ConfigError, match=key.replace(".", "\\.")):
+        StyleAStage(cfg)

@@ -8,7 +8,7 @@ import torch
 from conftest import compose_train
 
 from stylization.errors import CheckpointError
-from stylization.loading import load_official
+from stylization.loading import clip_text_encoder, load_official
 from stylization.style_e.audio2exp import Audio2Exp
 from stylization.style_e.denoiser import DiffMLP
 from stylization.style_e.diffusion import (
@@ -18,9 +18,10 @@ from stylization.style_e.diffusion import (
     build_sampler,
     respaced_timesteps,
 )
+from stylization.runs import load_run, style_e_from_run
 from stylization.style_e.generate import StyleE
 from stylization.style_e.sequence import blend_windows, split_windows, window_starts
-from stylization.style_e.text_encoder import ClipTextEncoder, interpolate_texts, tiny_clip_config
+from stylization.style_e.text_encoder import interpolate_texts, tiny_clip_config
 
 # -- schedule and samplers ---------------------------------------------------------------
 
@@ -81,15 +82,17 @@ def test_ddim_is_deterministic_and_golden():
 # -- denoiser and guidance ---------------------------------------------------------------
 
 def test_paper_size_denoiser_has_about_five_million_parameters():
+    from hydra.utils import instantiate
+
     with torch.device("meta"):
-        net = DiffMLP()
+        net = instantiate(compose_train(["stage=style_e"]).model.denoiser)
     n = sum(p.numel() for p in net.parameters())
     assert 4.5e6 < n < 6.5e6
 
 
 def test_denoiser_shapes_and_null_text():
     torch.manual_seed(0)
-    net = DiffMLP(width=32, blocks=2, window_frames=8, text_dim=16)
+    net = DiffMLP(exp_dim=64, width=32, blocks=2, window_frames=8, text_dim=16, use_text=True)
     x, a, text = torch.randn(3, 8, 64), torch.randn(3, 8, 64), torch.randn(3, 16)
     t = torch.tensor([0, 500, 999])
     out = net(x, t, a, text)
@@ -100,21 +103,22 @@ def test_denoiser_shapes_and_null_text():
     assert torch.allclose(mixed[1], net(x, t, a, None)[1])
     with pytest.raises(ValueError, match="expected windows"):
         net(torch.randn(1, 7, 64), t[:1], torch.randn(1, 7, 64), text[:1])
-    assert DiffMLP(width=32, blocks=1, window_frames=8, use_text=False)(x, t, a).shape == (3, 8, 64)
+    no_text = DiffMLP(exp_dim=64, width=32, blocks=1, window_frames=8, text_dim=16, use_text=False)
+    assert no_text(x, t, a).shape == (3, 8, 64)
 
 
 def small_style_e(text_dim=16, overlap=4):
     torch.manual_seed(0)
-    denoiser = DiffMLP(width=32, blocks=2, window_frames=8, text_dim=text_dim).eval()
+    denoiser = DiffMLP(exp_dim=64, width=32, blocks=2, window_frames=8, text_dim=text_dim, use_text=True).eval()
     audio2exp = Audio2Exp(channels=(4, 4, 8, 8, 16)).eval()
-    return StyleE(denoiser, audio2exp, None, {"timesteps": 1000, "sampler": "ddim", "steps": 5}, overlap)
+    return StyleE(denoiser, audio2exp, None, build_sampler("ddim", CosineSchedule(1000), 5), overlap_frames=overlap)
 
 
 def test_guidance_scale_interpolates_and_extrapolates():
     model = small_style_e()
     with torch.no_grad():
         model.denoiser.null_text.fill_(0.3)  # an "unconditional" text unlike the conditional one
-    model.sampler = DDIMSampler(model.schedule, 1)  # one step: the guided x0 is the output itself
+    model.sampler = DDIMSampler(model.sampler.schedule, 1)  # one step: the guided x0 is the output itself
     mel, src, text = torch.randn(8, 1, 80, 16), torch.zeros(64), torch.randn(16)
     g = lambda scale: model.generate(mel, src, text, guidance_scale=scale, seed=1)  # noqa: E731
     cond, uncond, double = g(1.0), g(0.0), g(2.0)
@@ -131,12 +135,24 @@ def test_text_interpolation_is_spherical():
 
 
 def test_tiny_clip_text_encoder_caches_and_is_deterministic():
-    enc = ClipTextEncoder(tiny_clip_config(embed_dim=32, width=32, layers=1), pretrained=None, seed=3)
+    enc = clip_text_encoder(tiny_clip_config(embed_dim=32, width=32, layers=1), pretrained=None, seed=3)
     out = enc(["A woman speaks happily.", "A man talks angrily.", "A woman speaks happily."])
     assert out.shape == (3, 32) and torch.allclose(out.norm(dim=-1), torch.ones(3))
     assert torch.equal(out[0], out[2]) and not torch.allclose(out[0], out[1]) and len(enc._cache) == 2
-    again = ClipTextEncoder(tiny_clip_config(embed_dim=32, width=32, layers=1), pretrained=None, seed=3)
+    again = clip_text_encoder(tiny_clip_config(embed_dim=32, width=32, layers=1), pretrained=None, seed=3)
     assert torch.allclose(again(["A man talks angrily."])[0], out[1], atol=1e-5)  # batching moves the last bits
+
+
+def test_clip_text_encoder_names_the_model_when_it_cannot_be_built(tmp_path):
+    from stylization.errors import ConfigError
+
+    with pytest.raises(CheckpointError, match="model.text_encoder.model=ViT-Nope pretrained='openai'"):
+        clip_text_encoder("ViT-Nope", "openai")  # fails at the config lookup: no download is tried
+    (tmp_path / "clip.pt").write_text("not weights")
+    with pytest.raises(CheckpointError, match="pretrained="):
+        clip_text_encoder("ViT-B-32", str(tmp_path / "clip.pt"))
+    with pytest.raises(ConfigError, match="model.text_encoder.pretrained"):
+        clip_text_encoder(tiny_clip_config(), pretrained="openai")
 
 
 # -- long audio --------------------------------------------------------------------------
@@ -203,13 +219,13 @@ def test_sadtalker_files_load_strictly(tmp_path):
 
 # -- training ----------------------------------------------------------------------------
 
-def style_e_overrides(root, run_dir, stage="style_e", model="style_e_small", **trainer):
+def style_e_overrides(root, run_dir, stage="style_e", model="style_e_small", extra=(), **trainer):
     base = {"max_steps": 30, "num_workers": 0, "log_every_steps": 10, "val_every_steps": 30, "val_batches": 1,
             "image_every_steps": 30, "checkpoint_every_steps": 30, "device": "cpu", "ema_decay": 0.9}
     base.update(trainer)
     return [f"stage={stage}", f"model={model}", f"data.root={root}", "stage.batch_size=8", "stage.lr=1e-3",
             "model.denoiser.width=64", "model.denoiser.blocks=2", f"trainer.run_dir={run_dir}"] + \
-        [f"trainer.{k}={v}" for k, v in base.items()]
+        [f"trainer.{k}={v}" for k, v in base.items()] + list(extra)
 
 
 def run_stage(overrides):
@@ -235,18 +251,18 @@ def run_stage(overrides):
 def test_short_training_run_lowers_the_loss_and_reloads(synthetic_corpus, tmp_path):
     trainer, losses = run_stage(style_e_overrides(synthetic_corpus, tmp_path / "run"))
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
-    model = StyleE.from_checkpoint(str(tmp_path / "run"), precision="fp32")
+    model = style_e_from_run(load_run(tmp_path / "run"), precision="fp32")
     mel = torch.randn(40, 1, 80, 16)
     out = model.generate(mel, torch.zeros(64), "A woman speaks happily.", seed=0)
     assert out.shape == (40, 64) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("stage, model", [("style_e_cgan", "style_e_small"), ("style_e", "style_e_small_no_text")])
-def test_ablation_variants_train(synthetic_corpus, tmp_path, stage, model):
-    trainer, losses = run_stage(style_e_overrides(synthetic_corpus, tmp_path / "run", stage=stage, model=model,
+@pytest.mark.parametrize("stage, ablation", [("style_e_cgan", []), ("style_e", ["ablation=no_text"])])
+def test_ablation_variants_train(synthetic_corpus, tmp_path, stage, ablation):
+    trainer, losses = run_stage(style_e_overrides(synthetic_corpus, tmp_path / "run", stage=stage, extra=ablation,
                                                   max_steps=4, val_every_steps=4, image_every_steps=0))
     assert trainer.step == 4 and all(np.isfinite(losses))
-    generated = StyleE.from_checkpoint(str(tmp_path / "run"), precision="fp32").generate(
+    generated = style_e_from_run(load_run(tmp_path / "run"), precision="fp32").generate(
         torch.randn(10, 1, 80, 16), torch.zeros(64), "A man talks angrily.")
     assert generated.shape == (10, 64)
 
@@ -270,3 +286,47 @@ def test_frozen_audio2exp_from_an_audio2exp_run(synthetic_corpus, tmp_path):
     assert not any(p.requires_grad for p in a2e.parameters())
     saved = torch.load(sorted((a2e_run / "checkpoints").glob("*.pt"))[-1], weights_only=True)["ema"]["audio2exp"]
     assert all(torch.equal(saved[k], v) for k, v in a2e.state_dict().items())
+
+
+# -- the documented CPU commands select their recipes ---------------------------------------
+
+@pytest.mark.parametrize("command, expected", [
+    (["stage=style_e", "model=style_e_small"],
+     {"stage.batch_size": 24, "stage.lr": 1e-3, "trainer.ema_decay": 0.99, "trainer.val_every_steps": 200,
+      "trainer.val_batches": 4, "trainer.checkpoint_every_steps": 200, "trainer.num_workers": 1}),
+    (["stage=audio2exp", "model=audio2exp_small"],
+     {"stage.batch_size": 16, "stage.lr": 2e-4, "trainer.ema_decay": 0.999}),
+])
+def test_documented_cpu_command_trains_with_its_recipe(synthetic_corpus, tmp_path, command, expected):
+    """README's / docs/results.md's short command, run as a user would (plus 2 steps and a run dir),
+    trains with the CPU recipe its small model brings (configs/experiment/), and says so in config.yaml."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from omegaconf import OmegaConf
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "train.py", *command, f"data.root={synthetic_corpus}", f"trainer.run_dir={run_dir}",
+            "trainer.max_minutes=10", "trainer.max_steps=2"]
+    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+    assert load_run(run_dir).step == 2
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.diffusion.sampler=euler", "model.diffusion.sampler='euler' is unknown"),
+    ("model.diffusion.steps=2000", "model.diffusion.steps=2000 cannot respace"),
+    ("stage.text_dropout=1.5", "stage.text_dropout=1.5"),
+    ("model.denoiser.text_dim=16", "model.denoiser.text_dim=16"),
+])
+def test_bad_options_fail_when_the_stage_is_built(tmp_path, override, key):
+    """Before any data loads or any module is built, with the key named."""
+    from stylization.engine.run import build_stage
+    from stylization.errors import ConfigError
+
+    cfg = compose_train(["stage=style_e", "model=style_e_small", f"data.root={tmp_path / 'no_corpus'}", override])
+    with pytest.raises(ConfigError, match=key.replace("(", r"\(").replace(".", r"\.")):
+        build_stage(cfg)

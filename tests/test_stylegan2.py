@@ -51,8 +51,8 @@ def test_fir_upsampling_keeps_a_constant_image_constant():
 
 @pytest.mark.parametrize("cls, name", [(Generator, "stylegan2_generator_1024.tsv"),
                                        (Discriminator, "stylegan2_discriminator_1024.tsv")])
-def test_full_size_layouts_match_the_manifests(shared_dir, cls, name):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / name)
+def test_full_size_layouts_match_the_manifests(cls, name):
+    manifest = read_manifest(name)
     with torch.device("meta"):
         module = cls(1024)
     assert [(k, list(v.shape)) for k, v in module.state_dict().items()] == manifest
@@ -107,8 +107,8 @@ def test_generator_and_discriminator_train():
     assert all(p.grad is not None for p in g.parameters() if p.requires_grad and p.ndim > 0)
 
 
-def test_check_checkpoint_on_official_format_files(shared_dir, tmp_path):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "stylegan2_generator_1024.tsv")
+def test_check_checkpoint_on_official_format_files(tmp_path):
+    manifest = read_manifest("stylegan2_generator_1024.tsv")
     good = tmp_path / "stylegan2-ffhq-config-f.pt"
     write_official(good, manifest, "g_ema", latent_avg=torch.randn(512))
     out = check("stylegan2_generator", good)
@@ -133,10 +133,10 @@ def test_check_checkpoint_on_official_format_files(shared_dir, tmp_path):
     fails(good, "stylegan2_discriminator", "no 'd' entry")
 
 
-def test_deep3d_recon_net_layout_and_checkpoint(shared_dir, tmp_path):
-    from stylization.data.recon_net import ReconNet
+def test_deep3d_recon_net_layout_and_checkpoint(tmp_path):
+    from stylization.preprocess.recon_net import ReconNet
 
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "deep3d_recon_net.tsv")
+    manifest = read_manifest("deep3d_recon_net.tsv")
     net = ReconNet().eval()
     assert [(k, list(v.shape)) for k, v in net.state_dict().items()] == manifest
     coeffs = net(torch.rand(2, 3, 224, 224))
@@ -153,8 +153,8 @@ def test_deep3d_recon_net_layout_and_checkpoint(shared_dir, tmp_path):
     ("stylegan2_discriminator", "d", "stylegan2_discriminator_1024.tsv"),
     ("sadtalker_audio2exp", "model", "sadtalker_audio2exp.tsv"),
 ])
-def test_check_checkpoint_other_kinds(shared_dir, tmp_path, kind, entry, manifest_name):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / manifest_name)
+def test_check_checkpoint_other_kinds(tmp_path, kind, entry, manifest_name):
+    manifest = read_manifest(manifest_name)
     write_official(tmp_path / "file.pt", manifest, entry)
     res = check(kind, tmp_path / "file.pt")
     assert res.returncode == 0 and res.stdout.strip().splitlines()[-1].startswith("OK"), res.stderr

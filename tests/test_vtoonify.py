@@ -7,8 +7,8 @@ from conftest import read_manifest, write_official
 from stylization.style_a.vtoonify import VToonifyD
 
 
-def test_full_size_layout_matches_the_manifest(shared_dir):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
+def test_full_size_layout_matches_the_manifest():
+    manifest = read_manifest("vtoonify_d.tsv")
     with torch.device("meta"):
         model = VToonifyD(256, 1024)
     assert [(k, list(v.shape)) for k, v in model.state_dict().items()] == manifest
@@ -31,8 +31,8 @@ def test_small_model_forward_masks_and_degree():
     assert model.encoder[0][0].weight.grad is not None
 
 
-def test_checkpoint_tool(shared_dir, tmp_path):
-    manifest = read_manifest(shared_dir / "reference" / "checkpoints" / "vtoonify_d.tsv")
+def test_checkpoint_tool(tmp_path):
+    manifest = read_manifest("vtoonify_d.tsv")
     write_official(tmp_path / "vtoonify_s_d.pt", manifest, "g_ema")
     res = check("vtoonify_d", tmp_path / "vtoonify_s_d.pt")
     assert res.returncode == 0 and "163,812,547 parameters" in res.stdout, res.stderr

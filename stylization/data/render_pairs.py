@@ -8,10 +8,12 @@ The art-style ground truth is either the clip's stored stylised video (``files["
 ``targets="corpus"``) or left to a frozen VToonify-D teacher in the stage (``targets="teacher"``:
 the item then carries the real target frames).
 
-Keys (images float32 in [-1, 1], channels first; F = ``frames_per_item``):
+Keys (images float32 in [-1, 1], channels first; F = ``frames_per_item``; C, P and the source's
+tensors come from the shared input builder, :class:`~stylization.data.render_inputs.RenderInputs`,
+the one inference uses):
 
-* ``source`` [3, C, C] at ``content_size``; ``source_parsing`` [19, C, C] when ``parsing="landmarks"``
-* ``identity_face`` [3, P, P] (the source frame at ``code_size`` for the identity code: resized,
+* ``source`` [3, C, C] at the content size; ``source_parsing`` [19, C, C] with landmark parsing
+* ``identity_face`` [3, P, P] (the source frame at the code size for the identity code: resized,
   or FFHQ-aligned from its landmarks with ``identity_alignment="ffhq"``)
 * ``art`` [3, P, P] (a reference picture of the style, for the art code); ``style_index`` (int)
 * ``semantic`` [K, F, 73, 27]; ``target`` [K, F, 3, O, O] stylised targets at ``out_size`` (corpus)
@@ -34,6 +36,7 @@ open the mouth).
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import cv2
@@ -44,23 +47,13 @@ from torch.utils.data import Dataset
 from stylization.data.coeffs import semantic_windows
 from stylization.data.corpus import Corpus
 from stylization.data.datasets import _LRU
-from stylization.data.alignment import ffhq_align
 from stylization.data.parsing import landmark_parsing
+from stylization.data.render_inputs import RenderInputs, resize, to_tensor
 from stylization.data.video import read_video
 from stylization.errors import ConfigError, DataError
 
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [H, W, 3] -> [size, size, 3] (area filter when shrinking)."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).movedim(-1, -3).float().div(127.5).sub(1.0)
+log = logging.getLogger(__name__)
+TARGETS = ("corpus", "teacher")
 
 
 def read_art_index(root: str) -> dict[str, list[str]]:
@@ -89,49 +82,63 @@ def closed_mouth_frame(landmarks: np.ndarray) -> int:
 
 
 class RenderPairDataset(Dataset):
-    """Args: corpus (or root), split, styles (names; None: every style of art/index.json),
-    content_size (C), code_size (P), out_size (O), pairs_per_item (K), frames_per_item (F, >= 1),
-    items_per_clip, targets ("corpus" | "teacher"), parsing ("landmarks" | "none": the stage
-    parses with BiSeNet), deterministic, seed, frame_cache_clips, speakers, identity_alignment,
-    source_frame ("random" | "first" | "closed_mouth"; training only)."""
+    """Args (keyword-only after ``split``; the stage passes every value from its config):
 
-    def __init__(self, corpus, split: str = "train", styles=None, content_size: int = 256, code_size: int = 256,
-                 out_size: int = 1024, pairs_per_item: int = 2, frames_per_item: int = 2, items_per_clip: int = 4,
-                 targets: str = "corpus",
-                 parsing: str = "landmarks", deterministic: bool = False, seed: int = 0, frame_cache_clips: int = 6,
-                 speakers=None, identity_alignment: str = "crop", source_frame: str = "random"):
+    * corpus: a :class:`Corpus` or its root; split: "train" | "val" | "test";
+    * styles: art style names (None: every style of art/index.json);
+    * inputs: the :class:`~stylization.data.render_inputs.RenderInputs` (content size C, code
+      size P, identity alignment, parsing) shared with inference;
+    * out_size (O), pairs_per_item (K), frames_per_item (F, >= 1), items_per_clip;
+    * targets: "corpus" | "teacher"; deterministic (evaluation order); seed; speakers (None: all);
+    * source_frame: "random" | "first" | "closed_mouth" (training only);
+    * skip_damaged: leave out clips with missing or mis-shaped files (and, for corpus targets,
+      without a stylised video of every style), listing them in the log, instead of raising;
+    * frame_cache_clips: decoded clips kept per worker (two videos each).
+    """
+
+    def __init__(self, corpus, split: str, *, styles, inputs: RenderInputs, out_size: int, pairs_per_item: int,
+                 frames_per_item: int, items_per_clip: int, targets: str, deterministic: bool, seed: int, speakers,
+                 source_frame: str, skip_damaged: bool, frame_cache_clips: int = 6):
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
-        if targets not in ("corpus", "teacher"):
-            raise ConfigError(f"targets must be 'corpus' or 'teacher', got {targets!r}")
-        if parsing not in ("landmarks", "none"):
-            raise ConfigError(f"parsing must be 'landmarks' or 'none', got {parsing!r}")
+        if targets not in TARGETS:
+            raise ConfigError(f"stage.targets must be one of {list(TARGETS)}, got {targets!r}")
+        if source_frame not in SOURCE_FRAMES:
+            raise ConfigError(f"stage.source_frame must be one of {list(SOURCE_FRAMES)}, got {source_frame!r}")
         self.art = read_art_index(self.corpus.root)
         self.styles = list(styles) if styles else sorted(self.art)
         missing = [s for s in self.styles if not self.art.get(s)]
         if missing:
             raise DataError(f"no reference pictures for styles {missing}", os.path.join(self.corpus.root, "art"))
-        self.content_size, self.code_size, self.out_size = content_size, code_size, out_size
+        self.inputs, self.out_size = inputs, int(out_size)
         self.pairs_per_item, self.frames_per_item, self.targets = int(pairs_per_item), int(frames_per_item), targets
-        self.parsing = parsing
-        if identity_alignment not in ("crop", "ffhq"):
-            raise ConfigError(f"identity_alignment must be 'crop' or 'ffhq', got {identity_alignment!r}")
-        self.identity_alignment = identity_alignment
-        if source_frame not in SOURCE_FRAMES:
-            raise ConfigError(f"source_frame must be one of {SOURCE_FRAMES}, got {source_frame!r}")
         self.source_frame = source_frame
-        self.deterministic, self.seed, self.epoch = deterministic, seed, 0
-        self.clips = [r for r in self.corpus.clips(split, speakers) if r.n_frames >= self.frames_per_item]
-        if targets == "corpus":
-            for rec in self.clips:
-                absent = [s for s in self.styles if f"style_{s}" not in rec.files]
-                if absent:
-                    raise DataError(f"clip {rec.id} has no stylised video for {absent} (files['style_<name>']); "
-                                    "use stage.targets=teacher", self.corpus.root)
+        self.deterministic, self.seed, self.epoch = deterministic, int(seed), 0
+        clips = [r for r in self.corpus.clips(split, speakers) if r.n_frames >= self.frames_per_item]
+        self.clips = self._sound_clips(clips, bool(skip_damaged))
         if not self.clips:
-            raise DataError(f"no clip of at least {self.frames_per_item} frames in split {split!r}", self.corpus.root)
+            raise DataError(f"no usable clip of at least {self.frames_per_item} frames in split {split!r}",
+                            self.corpus.root)
         self.slots = [(ci, j) for ci in range(len(self.clips)) for j in range(int(items_per_clip))]
         self._videos = _LRU(frame_cache_clips * 2)
         self._pictures = _LRU(64)
+
+    def _sound_clips(self, clips: list, skip_damaged: bool) -> list:
+        """The clips whose files are sound; the others raise, or are logged and left out."""
+        problems = {}
+        for rec in clips:
+            problem = self.corpus.check_clip(rec)
+            absent = [s for s in self.styles if f"style_{s}" not in rec.files] if self.targets == "corpus" else []
+            if problem is None and absent:
+                problem = f"no stylised video for {absent} (files['style_<name>']; or use stage.targets=teacher)"
+            if problem is not None:
+                problems[rec.id] = problem
+        if problems:
+            lines = "; ".join(f"{cid}: {p}" for cid, p in list(problems.items())[:10])
+            if not skip_damaged:
+                raise DataError(f"{len(problems)} damaged clips ({lines}); fix them or set data.skip_damaged=true",
+                                self.corpus.root)
+            log.warning("skipping %d damaged clips: %s", len(problems), lines)
+        return [r for r in clips if r.id not in problems]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -151,7 +158,7 @@ class RenderPairDataset(Dataset):
         return self._videos.get_or_make((ci, kind), load)
 
     def _picture(self, path: str) -> np.ndarray:
-        return self._pictures.get_or_make(path, lambda: resize(read_picture(path), self.code_size))
+        return self._pictures.get_or_make(path, lambda: read_picture(path))
 
     def __getitem__(self, index: int) -> dict:
         ci, _ = self.slots[index]
@@ -175,32 +182,29 @@ class RenderPairDataset(Dataset):
         frames = np.array([[s + i for i in range(f)] for s in starts])  # [K, F]
         video = self._video(ci, "video")
         coeffs = np.asarray(np.load(self.corpus.path(rec, "coeffs"), mmap_mode="r"), np.float32)
-        c, o = self.content_size, self.out_size
+        landmarks = np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")
+        o, inputs = self.out_size, self.inputs
+        identity = inputs.identity(video[source], np.asarray(landmarks[source]))
         item = {
             "clip_id": rec.id, "source_frame": source, "target_frames": torch.tensor(starts), "style": style,
             "style_index": self.styles.index(style),
-            "source": to_tensor(resize(video[source], c)),
-            "art": to_tensor(self._picture(art_path)),
+            "source": identity["source"],
+            "art": inputs.art(self._picture(art_path)),
             "semantic": torch.from_numpy(semantic_windows(coeffs, frames.ravel())).reshape(k, f, 73, -1),
             "source_semantic": torch.from_numpy(semantic_windows(coeffs, np.array([source])))[0],
+            "identity_face": identity["identity_face"],
         }
-        landmarks = np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")
-        scale = c / video.shape[1]
-        if self.identity_alignment == "ffhq":
-            item["identity_face"] = to_tensor(ffhq_align(video[source], np.asarray(landmarks[source]), self.code_size))
-        else:
-            item["identity_face"] = to_tensor(resize(video[source], self.code_size))
-        if self.parsing == "landmarks":
-            item["source_parsing"] = torch.from_numpy(landmark_parsing(landmarks[source], c, scale))
-        item["target_real"] = to_tensor(np.stack([[resize(video[t], c) for t in run] for run in frames]))
+        if "source_parsing" in identity:
+            item["source_parsing"] = identity["source_parsing"]
+        item["target_real"] = inputs.frames(video[frames])
         item["target_landmarks"] = torch.from_numpy(np.asarray(landmarks[frames.ravel()], np.float32)
                                                     * (o / video.shape[1])).reshape(k, f, 68, 2)
         if self.targets == "corpus":
             styled = self._video(ci, f"style_{style}")
             item["target"] = to_tensor(np.stack([[resize(styled[t], o) for t in run] for run in frames]))
             item["styled_source"] = to_tensor(resize(styled[source], o))
-        else:
-            if self.parsing == "landmarks":
-                item["target_parsing"] = torch.from_numpy(np.stack([[landmark_parsing(landmarks[t], c, scale)
-                                                                     for t in run] for run in frames]))
+        elif inputs.parsing == "landmarks":
+            c = inputs.content_size
+            item["target_parsing"] = torch.from_numpy(np.stack([[landmark_parsing(landmarks[t], c, c / video.shape[1])
+                                                                 for t in run] for run in frames]))
         return item

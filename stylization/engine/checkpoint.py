@@ -10,6 +10,9 @@ A training checkpoint is a plain dict of tensors and Python primitives (loadable
 
 Files are ``<run_dir>/checkpoints/step_<step:09d>.pt``. The newest is the one with the
 highest step *stored inside* that loads cleanly; a damaged file is reported and skipped.
+
+This module only reads and writes files; rebuilding modules from a run is
+:func:`stylization.runs.load_run`'s.
 """
 
 from __future__ import annotations
@@ -157,20 +160,3 @@ def resolve_checkpoint(path: str | os.PathLike, hint: str = "") -> tuple[str, di
         return found
     return path, load_file(path, hint)
 
-
-def module_from_checkpoint(state: dict, name: str, use_ema: bool = True, source: str = "checkpoint", node=None):
-    """Rebuild module ``name`` from a training checkpoint alone: its saved config + weights (strict).
-
-    The module is built from ``node`` (a Hydra ``_target_`` config), by default the saved
-    ``config["model"]``; the EMA weights are used when present and ``use_ema``.
-    """
-    from hydra.utils import instantiate
-
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"not a training checkpoint of this project (format {state.get('format')!r})", source)
-    if name not in state["modules"]:
-        raise CheckpointError(f"has no module {name!r} (it has {sorted(state['modules'])})", source)
-    module = instantiate(state["config"]["model"] if node is None else node)
-    weights = state["ema"].get(name) if use_ema else None
-    module.load_state_dict(weights if weights is not None else state["modules"][name], strict=True)
-    return module.eval()

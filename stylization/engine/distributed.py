@@ -39,16 +39,6 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device(requested)
 
 
-def native_bf16(device: torch.device) -> bool:
-    """True on CUDA and on CPUs whose oneDNN has native bf16 kernels (AVX512-BF16, AMX)."""
-    if device.type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the process group that ``torchrun`` describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

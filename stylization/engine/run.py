@@ -40,7 +40,7 @@ def run_training(cfg: DictConfig) -> int:
     from stylization.engine.trainer import Trainer
 
     if cfg.get("model") is None:
-        raise ConfigError("no model config: the stage config must select one (defaults: override /model: ...)")
+        raise ConfigError("no model config: train.yaml selects configs/model/<stage>.yaml; pass model=NAME")
     env = init_distributed(str(cfg.trainer.device))
     try:
         # `now` resolves per process; every rank uses rank 0's run directory.

@@ -77,8 +77,9 @@ class TrainingStage(abc.ABC):
 
     @property
     def ema_modules(self) -> tuple[str, ...]:
-        """Names of the modules the trainer keeps an EMA of (when ``trainer.ema_decay`` is set)."""
-        return tuple(self.cfg.stage.get("ema_modules", ()) or ())
+        """Names of the modules the trainer keeps an EMA of (``stage.ema_modules``; used when
+        ``trainer.ema_decay`` is set)."""
+        return tuple(self.cfg.stage.ema_modules)
 
     @abc.abstractmethod
     def build_modules(self) -> dict[str, nn.Module]:

@@ -10,10 +10,14 @@ One run directory holds everything a run writes::
 Resuming (``trainer.resume=auto``) restores modules, EMA, optimisers, schedulers, the
 step, every rank's RNG states and the data position (epoch and batch within it), so a
 run killed and resumed ends bit-for-bit where an uninterrupted one does (on the CPU).
+
+``trainer.max_minutes`` is a budget for the whole process from the trainer's start, the
+final checkpoint and validation included (see :meth:`Trainer.fit`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -28,11 +32,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from stylization.engine import checkpoint as ckpt_io
-from stylization.engine.distributed import DistEnv, all_reduce_mean, gather_objects, native_bf16
+from stylization.engine.distributed import DistEnv, all_reduce_mean, broadcast_object, gather_objects
 from stylization.engine.ema import EMA
 from stylization.engine.sampler import ResumableSampler
 from stylization.engine.stage import StepContext, TrainingStage
 from stylization.errors import CheckpointError, ConfigError
+from stylization.numerics import native_bf16
 
 log = logging.getLogger("stylization.train")
 
@@ -127,6 +132,14 @@ class Trainer:
         self.cfg, self.tcfg, self.stage, self.env = cfg, cfg.trainer, stage, env
         self.run_dir = str(self.tcfg.run_dir)
         self._validate_options()
+        # The budget clock starts here, so building modules, resuming and starting the data
+        # workers are paid from trainer.max_minutes too.
+        self.started = time.monotonic()
+        budget_s = math.inf if self.tcfg.max_minutes is None else 60.0 * float(self.tcfg.max_minutes)
+        self.deadline = self.started + budget_s  # time.monotonic() seconds; inf without a budget
+        # The last measured wall time of a step, a checkpoint save and a whole validation
+        # (seconds; 0 until measured): what must still fit before the deadline when a step starts.
+        self.last_seconds = {"step": 0.0, "checkpoint": 0.0, "validation": 0.0}
         precision = str(self.tcfg.precision)
         self.use_bf16 = precision == "bf16" or (precision == "auto" and env.device.type == "cuda")
         torch.backends.cuda.matmul.allow_tf32 = bool(self.tcfg.allow_tf32)
@@ -166,6 +179,8 @@ class Trainer:
             raise ConfigError("set trainer.max_steps or trainer.max_minutes (or both)")
         if t.max_steps is not None and int(t.max_steps) < 0:
             raise ConfigError(f"trainer.max_steps must be >= 0, got {t.max_steps}")
+        if t.max_minutes is not None and float(t.max_minutes) <= 0:
+            raise ConfigError(f"trainer.max_minutes must be > 0 (or null for no time budget), got {t.max_minutes}")
         if str(t.precision) not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"trainer.precision must be auto, bf16 or fp32, got {t.precision!r}")
         if str(t.precision) == "bf16" and self.env.device.type == "cpu":
@@ -234,12 +249,14 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> str:
+        began = time.monotonic()
         state = self._state()  # every rank takes part in gathering RNG states
         path = ckpt_io.checkpoint_path(self.run_dir, self.step)
         if self.env.is_main:
             ckpt_io.atomic_save(state, path)
             ckpt_io.prune_checkpoints(self.run_dir, int(self.tcfg.keep_checkpoints))
             log.info("saved %s", path)
+        self.last_seconds["checkpoint"] = time.monotonic() - began
         return path
 
     # -- one step ----------------------------------------------------------------------
@@ -261,21 +278,43 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
 
+    def out_of_time(self) -> bool:
+        """Whether one more step would leave too little of ``trainer.max_minutes`` for the end.
+
+        The rule: a step starts only if the step, then the final checkpoint and the final
+        validation fit before the deadline, each at its last measured duration. Before a
+        validation has been measured its cost is unknown (0 here); :meth:`validate` then stops
+        at the deadline instead. Rank 0 decides for every rank, so that all ranks stop at the
+        same step (a rank that stopped alone would leave the others waiting in DDP).
+        """
+        if self.deadline == math.inf:
+            return False
+        cost = self.last_seconds["step"] + self.last_seconds["checkpoint"]
+        if self.val_set is not None:
+            cost += self.last_seconds["validation"]
+        return bool(broadcast_object(time.monotonic() + cost > self.deadline, self.env))
+
     def fit(self) -> int:
-        """Train until ``trainer.max_steps`` or ``trainer.max_minutes``; returns the final step."""
+        """Train until ``trainer.max_steps`` or ``trainer.max_minutes``; returns the final step.
+
+        With ``trainer.max_minutes`` the run stops early enough for its final checkpoint and
+        validation to fit in the budget (:meth:`out_of_time`), and every validation stops at the
+        budget's end, so the process ends within the budget plus at most about one step, one
+        checkpoint save and one validation batch.
+        """
         t = self.tcfg
         max_steps = math.inf if t.max_steps is None else int(t.max_steps)
-        budget_s = math.inf if t.max_minutes is None else 60.0 * float(t.max_minutes)
-        started = time.monotonic()
         sums, count = defaultdict(float), 0
         bar = tqdm(total=None if max_steps == math.inf else max_steps, initial=self.step, disable=not self.env.is_main,
                    desc=self.stage.name, dynamic_ncols=True)
         last_saved = None
         try:
             while self.step < max_steps:
-                if time.monotonic() - started > budget_s:
-                    log.info("trainer.max_minutes=%s reached at step %d", t.max_minutes, self.step)
+                if self.out_of_time():
+                    log.info("trainer.max_minutes=%s reached at step %d (%.2f min left for the final checkpoint and "
+                             "validation)", t.max_minutes, self.step, (self.deadline - time.monotonic()) / 60.0)
                     break
+                began = time.monotonic()
                 batch = to_device(self.data.next(), self.env.device)
                 for m in self.raw_modules.values():
                     # frozen modules (no trainable parameter) stay in eval mode: BatchNorm keeps its statistics
@@ -287,6 +326,7 @@ class Trainer:
                 for name, e in self.ema.items():
                     e.update(self.raw_modules[name])
                 self.step += 1
+                self.last_seconds["step"] = time.monotonic() - began
                 for k, v in logs.items():
                     sums[k] += float(v)
                 count += 1
@@ -329,8 +369,11 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Average the stage's validation scalars over up to ``trainer.val_batches`` batches.
 
-        The global RNG state is restored afterwards, so validation never changes training.
+        At the ``trainer.max_minutes`` deadline it stops after the batch in progress (at least
+        one batch runs, so every validation logs its scalars). The global RNG state is restored
+        afterwards, so validation never changes training.
         """
+        began = time.monotonic()
         rng = ckpt_io.capture_rng(self.generator)
         loader = DataLoader(self.val_set, self.stage.batch_size, shuffle=False, num_workers=0, drop_last=False,
                             generator=torch.Generator().manual_seed(0))
@@ -338,14 +381,20 @@ class Trainer:
             m.eval()
         for e in self.ema.values():
             e.shadow.eval()
-        sums, n = defaultdict(float), 0
-        for i, batch in enumerate(loader):
-            if i >= int(self.tcfg.val_batches):
-                break
+        sums, n, cut = defaultdict(float), 0, False
+        limit = int(self.tcfg.val_batches)
+        for batch in itertools.islice(loader, limit):
             for k, v in self.stage.validation_step(to_device(batch, self.env.device), self.ctx).items():
                 sums[k] += float(v)
             n += 1
+            if n < limit and time.monotonic() > self.deadline:
+                cut = True
+                log.info("validation stopped after %d of up to %d batches: trainer.max_minutes=%s is spent", n, limit,
+                         self.tcfg.max_minutes)
+                break
         ckpt_io.restore_rng(rng, self.generator)
+        if not cut:  # a cut validation would under-estimate the next one
+            self.last_seconds["validation"] = time.monotonic() - began
         means = {k: v / max(n, 1) for k, v in sums.items()}
         self._log_scalars(means, "val")
         return means

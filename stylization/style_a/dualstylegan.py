@@ -18,15 +18,9 @@ StyleGAN2's: the art path adds nothing at degree 0.
 
 from __future__ import annotations
 
-import io
-import os
-import pickle
-
-import numpy as np
 import torch
 from torch import nn
 
-from stylization.errors import DataError
 from stylization.style_a.stylegan2 import ConvLayer, EqualLinear, Generator, PixelNorm
 
 
@@ -143,47 +137,3 @@ class DualStyleGAN(nn.Module):
             skip = to_rgb(out, code(j + 2), skip)
             j += 2
         return skip, (latent if return_latents else None)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts of NumPy arrays and nothing else (no code can run from the file)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict")}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def load_exstyle_codes(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """DualStyleGAN / VToonify ``exstyle_code.npy``: {style image name: float32 [1, 18, 512]} (Z+).
-
-    The file is a pickled dict inside .npy; it is read with an unpickler that accepts only
-    NumPy arrays, so a malicious file cannot run code.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError("exstyle code file not found; it ships beside the DualStyleGAN / VToonify checkpoints", path)
-    try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(f)
-            if dtype != np.dtype(object) or shape != ():
-                raise ValueError(f"expected a pickled dict (object array of shape ()), found {dtype} {shape}")
-            codes = _ArrayUnpickler(io.BytesIO(f.read())).load()
-        codes = codes.item() if isinstance(codes, np.ndarray) else codes
-    except (ValueError, pickle.UnpicklingError, EOFError, OSError) as exc:
-        raise DataError(f"not a readable exstyle code file ({exc})", path) from None
-    if not isinstance(codes, dict) or not codes:
-        raise DataError("expected a non-empty dict {style name: [1, 18, 512] array}", path)
-    out = {}
-    for name, code in codes.items():
-        arr = np.asarray(code, np.float32)
-        if arr.shape[-1] != 512 or arr.ndim not in (2, 3):
-            raise DataError(f"style {name!r} has shape {list(arr.shape)}, expected [1, 18, 512]", path)
-        out[str(name)] = arr.reshape(1, -1, 512)
-    return out

@@ -1,9 +1,13 @@
 """Style-A losses. Images are [B, 3, H, W] in [-1, 1]; every loss returns a scalar tensor.
 
+* :class:`StyleALoss` — the generator's objective: named terms from ``stage.loss`` weights and
+  their weighted total (the stage runs the discriminator step and hands in the adversarial term).
 * :func:`reconstruction_loss` — MSE (the paper's L2).
 * :class:`VGGPerceptual` — L1 between VGG-19 features (relu1_1 ... relu5_1, pix2pixHD weights
-  1/32 ... 1) of ImageNet-normalised images; the paper weights it 0.1.
-* :class:`LPIPSLoss` — the optional LPIPS-VGG of the official code (needs ``pip install lpips``).
+  1/32 ... 1) of ImageNet-normalised images; the paper weights it 0.1. It takes the feature
+  network (:func:`stylization.loading.vgg19_features` fetches torchvision's ImageNet weights).
+* :class:`LPIPSLoss` — the optional LPIPS-VGG of the official code, around a given LPIPS network
+  (:func:`stylization.loading.lpips_vgg`).
 * :func:`d_logistic_loss`, :func:`g_nonsaturating_loss`, :func:`r1_penalty` — StyleGAN2's.
 * :func:`mask_hinge_loss` — VToonify's fusion-mask hinge: relu(mean(m) - ((1 - d)^2 · 0.9 + 0.1)).
 * :func:`temporal_loss` — consecutive frames: MSE between the change of the outputs and the
@@ -19,13 +23,14 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylization.errors import CheckpointError, ConfigError
+from stylization.errors import ConfigError
+from stylization.metrics.mouth import mouth_boxes
 from stylization.style_a.motion import warp
 
 VGG19_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu5_1": 29}  # indices in features
@@ -41,34 +46,19 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 class VGGPerceptual(nn.Module):
     """Frozen VGG-19 feature distance.
 
-    ``weights="imagenet"`` loads torchvision's ``VGG19_Weights.IMAGENET1K_V1`` (from the torch
-    hub cache; it is downloaded there when missing and the network allows); ``None`` keeps a
-    random initialisation (tests only). ``max_size`` average-pools larger inputs first.
+    ``features`` is torchvision's ``vgg19().features`` (ImageNet weights from
+    :func:`stylization.loading.vgg19_features`; a random one only in tests); the layers past the
+    deepest one weighted are dropped. ``max_size`` average-pools larger inputs first.
     """
 
-    def __init__(self, weights: str | None = "imagenet", layer_weights: dict[str, float] | None = None,
-                 max_size: int = 512):
+    def __init__(self, features: nn.Module, layer_weights: Mapping[str, float] | None = None, max_size: int = 512):
         super().__init__()
-        from torchvision.models import VGG19_Weights, vgg19
-
         self.layer_weights = dict(layer_weights or DEFAULT_LAYER_WEIGHTS)
         unknown = set(self.layer_weights) - set(VGG19_LAYERS)
         if unknown:
             raise ConfigError(f"unknown VGG-19 layers {sorted(unknown)}; known: {sorted(VGG19_LAYERS)}")
-        if weights == "imagenet":
-            try:
-                net = vgg19(weights=VGG19_Weights.IMAGENET1K_V1)
-            except Exception as exc:  # offline and not cached
-                cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(VGG19_Weights.IMAGENET1K_V1.url))
-                raise CheckpointError(f"VGG-19 ImageNet weights unavailable ({type(exc).__name__}); download "
-                                      f"{VGG19_Weights.IMAGENET1K_V1.url} to that path, or set the perceptual "
-                                      "weight to 0", cache) from None
-        elif weights is None:
-            net = vgg19(weights=None)
-        else:
-            raise ConfigError(f"VGG weights must be 'imagenet' or null, got {weights!r}")
         last = max(VGG19_LAYERS[k] for k in self.layer_weights)
-        self.features = net.features[: last + 1].eval().requires_grad_(False)
+        self.features = features[: last + 1].eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.max_size = max_size
@@ -94,15 +84,11 @@ class VGGPerceptual(nn.Module):
 
 
 class LPIPSLoss(nn.Module):
-    """LPIPS with the VGG backbone (the ``lpips`` package), averaged over the batch."""
+    """LPIPS (``net``: an ``lpips.LPIPS`` network, VGG backbone), averaged over the batch; frozen."""
 
-    def __init__(self):
+    def __init__(self, net: nn.Module):
         super().__init__()
-        try:
-            import lpips
-        except ImportError:
-            raise ConfigError("LPIPS needs the lpips package (pip install lpips), or set the LPIPS weight to 0") from None
-        self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
+        self.net = net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):
         return super().train(False)
@@ -154,19 +140,84 @@ def warping_loss(source: torch.Tensor, flow: torch.Tensor, target: torch.Tensor,
     return F.l1_loss(warp(source, flow, align_corners), target)
 
 
-def mouth_boxes(landmarks: torch.Tensor, size: int, scale: float = 1.5) -> torch.Tensor:
-    """[N, 68, 2] pixels -> [N, 4] integer boxes (x0, y0, x1, y1) around landmarks 48-67, ``scale`` times
-    their extent, clipped to the ``size`` frame."""
-    mouth = landmarks[:, 48:68].float()
-    lo, hi = mouth.amin(1), mouth.amax(1)
-    centre, half = (lo + hi) / 2, (hi - lo).amax(1, keepdim=True) * scale / 2 + 1
-    x0y0 = (centre - half).floor().clamp(0, size - 1)
-    x1y1 = (centre + half).ceil().clamp(1, size)
-    return torch.cat([x0y0, x1y1], 1).long()
-
-
 def mouth_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, scale: float = 1.5) -> torch.Tensor:
     """fake, real [N, 3, S, S]; landmarks [N, 68, 2] in pixels of S -> mean over frames of the box MSE."""
     boxes = mouth_boxes(landmarks, fake.shape[-1], scale).tolist()
     return torch.stack([F.mse_loss(fake[i, :, y0:y1, x0:x1], real[i, :, y0:y1, x0:x1])
                         for i, (x0, y0, x1, y1) in enumerate(boxes)]).mean()
+
+
+# The weights of stage.loss and the term each scales ("adversarial" scales the generator's term).
+TERM_OF_WEIGHT = {"adversarial": "g_adv", "mse": "mse", "perceptual": "perceptual", "lpips": "lpips", "mask": "mask",
+                  "temporal": "temporal", "warp": "warp", "mouth": "mouth", "motion": "motion"}
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    """Raise a :class:`ConfigError` unless ``weights`` (``stage.loss``) names exactly the known weights."""
+    unknown, missing = sorted(set(weights) - set(TERM_OF_WEIGHT)), sorted(set(TERM_OF_WEIGHT) - set(weights))
+    if unknown or missing:
+        raise ConfigError(f"stage.loss: unknown weights {unknown}, missing {missing}; the weights are "
+                          f"{list(TERM_OF_WEIGHT)}")
+
+
+class StyleALoss(nn.Module):
+    """The Style-A generator's objective: named terms and their weighted total.
+
+    Args (keyword-only):
+        weights: ``stage.loss``, exactly the keys of :data:`TERM_OF_WEIGHT`. A term whose weight
+            is 0 is not computed, except MSE and the mask hinge, which are always logged.
+        degree: the style degree d_s (the mask hinge's bound).
+        align_corners: the generator's warp convention (the warping loss warps the same way).
+        perceptual: a :class:`VGGPerceptual`, needed when ``weights["perceptual"] > 0``.
+        lpips: an :class:`LPIPSLoss`, needed when ``weights["lpips"] > 0``.
+    """
+
+    def __init__(self, *, weights: Mapping[str, float], degree: float, align_corners: bool,
+                 perceptual: nn.Module | None = None, lpips: nn.Module | None = None):
+        super().__init__()
+        check_weights(weights)
+        self.weights = {k: float(v) for k, v in weights.items()}
+        for name, module in (("perceptual", perceptual), ("lpips", lpips)):
+            if self.weights[name] > 0 and module is None:
+                raise ValueError(f"stage.loss.{name} > 0 needs its loss module")
+        self.perceptual = perceptual if self.weights["perceptual"] > 0 else None
+        self.lpips = lpips if self.weights["lpips"] > 0 else None
+        self.degree, self.align_corners = float(degree), bool(align_corners)
+
+    def forward(self, out: dict, target: torch.Tensor, batch: dict, g_adv: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Generator outputs and targets -> (weighted total, {term name: unweighted value}).
+
+        Args:
+            out: the generator's outputs for N = B·K·F frames: ``image`` float [N, 3, O, O],
+                ``flow`` [N, 2, h, w] (pixels), ``masks`` (fusion masks).
+            target: [B, K, F, 3, O, O], the ground truth of K runs of F consecutive frames per item.
+            batch: the dataset's ``source`` [B, 3, C, C], ``target_real`` [B, K, F, 3, C, C] (the
+                warping loss) and ``target_landmarks`` [B, K, F, 68, 2] (px of O; the mouth loss).
+            g_adv: the generator's adversarial term when a discriminator trains.
+        """
+        w = self.weights
+        b, k, f = target.shape[:3]
+        fake, real = out["image"], target.flatten(0, 2)
+        self.to(fake.device)
+        terms = {} if g_adv is None else {"g_adv": g_adv}
+        terms["mse"] = reconstruction_loss(fake, real)
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(fake, real)
+        if self.lpips is not None:
+            terms["lpips"] = self.lpips(fake, real)
+        terms["mask"] = mask_hinge_loss([m.float() for m in out["masks"]], self.degree)
+        if w["warp"] > 0:
+            source = batch["source"].repeat_interleave(k * f, 0)
+            terms["warp"] = warping_loss(source, out["flow"].float(), batch["target_real"].flatten(0, 2),
+                                         self.align_corners)
+        if w["mouth"] > 0:
+            terms["mouth"] = mouth_loss(fake, real, batch["target_landmarks"].flatten(0, 2))
+        if k * f > 1 and w["motion"] > 0:
+            terms["motion"] = motion_residual_loss(fake.reshape(b, k * f, *fake.shape[1:]),
+                                                   real.reshape(b, k * f, *real.shape[1:]))
+        if f > 1 and w["temporal"] > 0:
+            terms["temporal"] = temporal_loss(fake.reshape(b * k, f, *fake.shape[1:]), target.flatten(0, 1))
+        weight_of = {term: w[name] for name, term in TERM_OF_WEIGHT.items()}
+        total = sum(weight_of[name] * value for name, value in terms.items())  # this order: the same float sums
+        return total, terms

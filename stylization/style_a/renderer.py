@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
 from stylization.errors import ConfigError
@@ -28,22 +27,6 @@ class StyleARenderer(nn.Module):
         self.generator, self.psp, self.parser = generator, psp, parser
         self.degree = float(degree)
         self.identity_alignment = "crop"  # how the identity face for pSp is framed: crop | ffhq
-
-    @classmethod
-    def from_checkpoint(cls, path: str, use_ema: bool = True) -> "StyleARenderer":
-        """Rebuild from a ``style_a`` training run directory or checkpoint file alone."""
-        from stylization.engine.checkpoint import module_from_checkpoint, resolve_checkpoint
-
-        path, state = resolve_checkpoint(path, "train one with: python train.py stage=style_a data.root=DIR")
-        cfg = OmegaConf.create(state["config"])
-        generator = module_from_checkpoint(state, "generator", use_ema, path, node=cfg.model.generator)
-        psp = module_from_checkpoint(state, "psp", use_ema, path, node=cfg.model.psp)
-        parser = None
-        if cfg.model.parsing == "bisenet":
-            parser = module_from_checkpoint(state, "parser", False, path, node=cfg.model.bisenet)
-        renderer = cls(generator, psp, parser, float(cfg.stage.degree)).eval()
-        renderer.identity_alignment = str(cfg.model.get("identity_alignment", "crop"))
-        return renderer
 
     @property
     def content_size(self) -> int:
@@ -67,6 +50,28 @@ class StyleARenderer(nn.Module):
     def codes(self, face: torch.Tensor) -> torch.Tensor:
         """Aligned face(s) [B, 3, P, P] -> W+ codes [B, n_latent, style_dim] (pSp)."""
         return self.psp.encode(face)
+
+    def encode_inputs(self, batch: dict, exstyle_z: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The input builder's tensors (:class:`~stylization.data.render_inputs.RenderInputs`, batched,
+        on the device) -> what :meth:`forward` reads, for training and inference alike.
+
+        Args:
+            batch: ``source`` [B, 3, C, C] in [-1, 1]; ``source_parsing`` [B, 19, C, C] (absent: BiSeNet
+                parses); ``identity_face`` [B, 3, P, P]; ``art`` [B, 3, P, P] (read when ``exstyle_z`` is None).
+            exstyle_z: art codes [B, n_latent, style_dim] in Z+ (``exstyle_code.npy`` entries), mapped to
+                W+ by the generator's mapping network instead of pSp of the art picture.
+
+        Returns:
+            content [B, 22, C, C], identity codes and art codes (W+, [B, n_latent, style_dim]).
+        """
+        content = self.content_input(batch["source"], batch.get("source_parsing"))
+        identity = self.codes(batch["identity_face"])
+        if exstyle_z is None:
+            art = self.codes(batch["art"])
+        else:
+            art = self.generator.generator.generator.map_codes(exstyle_z)
+        return content, identity, art
 
     def forward(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
                 windows: torch.Tensor, repeats: int = 1) -> dict:

@@ -1,26 +1,26 @@
 """Training stage ``style_a``: the coefficient-driven, art-stylised renderer.
 
-Per item (:class:`~stylization.data.render_pairs.RenderPairDataset`): a source frame, K runs of F
-consecutive target frames of the same clip with their 73×27 windows, an art style and a
-reference picture of it. The identity code is pSp of the source frame, the art code pSp of the
-reference picture (or, with ``stage.checkpoints.exstyle_codes``, the named entry of
-``exstyle_code.npy`` mapped to W+). The generator renders every target from the one source.
+Per item (:class:`~stylization.data.render_pairs.RenderPairDataset`, made by :func:`render_dataset`,
+which evaluation uses too): a source frame, K runs of F consecutive target frames of the same
+clip with their 73×27 windows, an art style and a reference picture of it. The identity code is
+pSp of the source frame, the art code pSp of the reference picture (or, with
+``stage.checkpoints.exstyle_codes``, the named entry of ``exstyle_code.npy`` mapped to W+):
+:meth:`~stylization.style_a.renderer.StyleARenderer.encode_inputs`, as at inference. The
+generator renders every target from the one source.
 
 Ground truth: the corpus's stylised frames (``stage.targets=corpus``), or a frozen VToonify-D
 teacher run on the real target frames (``stage.targets=teacher``, the official recipe).
 
-Losses (weights in ``stage.loss``): MSE, VGG-19 perceptual, optional LPIPS, non-saturating
-adversarial (a discriminator conditioned on degree and style, lazy R1), the fusion-mask hinge,
-the temporal loss on consecutive frames, an optional mouth-box MSE, and the warping loss PIRenderer trains its motion
-generator with (L1 between the real source frame warped by the flow and the real target frame;
-off when the motion generator comes pretrained from StyleHEAT, on for training from scratch).
-The optional motion residual loss is the part of the error that varies over the frames rendered
-from one source (the blur and colour errors they share cancel in it).
-What trains is set by ``stage.train``; pretrained
-parts come from ``stage.checkpoints`` (VToonify-D ``g_ema``, StyleHEAT, pSp, BiSeNet). With
-``stage.motion_phase_from=N`` (or the model config's ``motion_phase_from``) everything but
+The pieces live where they belong: what trains is the generator's rule
+(:meth:`~stylization.style_a.style_a.StyleAGenerator.configure_trainable`, switched by
+``stage.train``); the objective is :class:`~stylization.style_a.losses.StyleALoss` (weights in
+``stage.loss``); the discriminator's update is :class:`AdversarialStep`; pretrained parts come
+from ``stage.checkpoints`` (VToonify-D ``g_ema``, StyleHEAT, pSp, BiSeNet) in
+:func:`renderer_modules`. With ``stage.motion_phase_from=N`` everything but
 ``stage.motion_phase_groups`` stops learning at step N: a from-scratch renderer first learns the
 styles and the head, then the coefficient-driven parts learn the mouth against a fixed renderer.
+Every option is read from ``cfg.stage`` / ``cfg.model`` / ``cfg.data`` only, and checked by
+:func:`validate_config` before anything is built or read.
 """
 
 from __future__ import annotations
@@ -29,17 +29,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
-from stylization.data.render_pairs import RenderPairDataset, read_art_index
+from stylization.data.render_inputs import IDENTITY_ALIGNMENTS, RenderInputs
+from stylization.data.render_pairs import SOURCE_FRAMES, TARGETS, RenderPairDataset, read_art_index
 from stylization.engine.stage import StepContext, TrainingStage
 from stylization.errors import ConfigError
-from stylization.loading import load_official, load_style_a
+from stylization.loading import load_exstyle_codes, load_official, load_style_a, lpips_vgg, vgg19_features
 from stylization.metrics.image import psnr, ssim
 from stylization.style_a import losses
 from stylization.style_a.renderer import StyleARenderer
+from stylization.style_a.style_a import TRAIN_GROUPS, StyleAGenerator
 
-TRAIN_GROUPS = ("backbone", "modres", "content", "motion", "refinement")
+PARSINGS = ("bisenet", "landmarks")  # model.parsing: BiSeNet's logits, or classes drawn from the landmarks
+STAGE_TRAIN_GROUPS = (*TRAIN_GROUPS, "psp")  # the keys of stage.train
 
 
 def flow_image(flow: torch.Tensor) -> torch.Tensor:
@@ -52,81 +56,173 @@ def flow_image(flow: torch.Tensor) -> torch.Tensor:
     return value[:, None] * (1 - (torch.minimum(k, 4 - k).clamp(0, 1)))
 
 
+# -- configuration, data and modules (shared with scripts/eval_render.py) -----------------------
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise a :class:`ConfigError` naming the key for any Style-A option that would fail later."""
+    s, m = cfg.stage, cfg.model
+
+    def one_of(key: str, value, allowed) -> None:
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+    n = int(m.generator.num_res_layers)
+    if not 0 <= n <= StyleAGenerator.MAX_RES_LAYERS:
+        raise ConfigError(f"model.generator.num_res_layers must be in 0..{StyleAGenerator.MAX_RES_LAYERS} "
+                          f"(VToonify-D has six dilated ModRes blocks), got {n}")
+    one_of("model.identity_alignment", m.identity_alignment, IDENTITY_ALIGNMENTS)
+    one_of("model.parsing", m.parsing, PARSINGS)
+    one_of("stage.source_frame", s.source_frame, SOURCE_FRAMES)
+    one_of("stage.targets", s.targets, TARGETS)
+    for key, names, known in (("stage.train", set(s.train), STAGE_TRAIN_GROUPS),
+                              ("stage.motion_phase_groups", set(s.motion_phase_groups), TRAIN_GROUPS)):
+        if names - set(known):
+            raise ConfigError(f"{key}: unknown groups {sorted(names - set(known))}; known: {list(known)}")
+    if set(STAGE_TRAIN_GROUPS) - set(s.train):
+        raise ConfigError(f"stage.train must name every group {list(STAGE_TRAIN_GROUPS)} (true or false); "
+                          f"missing {sorted(set(STAGE_TRAIN_GROUPS) - set(s.train))}")
+    losses.check_weights(s.loss)
+    if m.parsing == "bisenet" and not s.checkpoints.bisenet:
+        raise ConfigError("model.parsing=bisenet needs stage.checkpoints.bisenet (VToonify's faceparsing.pth); "
+                          "or use model.parsing=landmarks")
+    if s.targets == "teacher" and not s.checkpoints.vtoonify:
+        raise ConfigError("stage.targets=teacher needs stage.checkpoints.vtoonify (a VToonify-D vtoonify_s_d.pt)")
+
+
+def render_inputs(cfg: DictConfig) -> RenderInputs:
+    """The input builder of the model ``cfg.model`` describes (its sizes, alignment and parsing)."""
+    m = cfg.model
+    return RenderInputs(content_size=int(m.generator.in_size), code_size=int(m.psp.input_size),
+                        identity_alignment=str(m.identity_alignment),
+                        parsing="landmarks" if m.parsing == "landmarks" else "none")
+
+
+def style_names(cfg: DictConfig) -> list[str]:
+    """``stage.styles``, or every style of ``<data.root>/art/index.json`` (sorted)."""
+    return list(cfg.stage.styles) if cfg.stage.styles else sorted(read_art_index(str(cfg.data.root)))
+
+
+def render_dataset(cfg: DictConfig, split: str, deterministic: bool) -> RenderPairDataset:
+    """The Style-A pairs of ``split`` as ``cfg`` (stage, model, data, seed) describes them."""
+    s, m, d = cfg.stage, cfg.model, cfg.data
+    return RenderPairDataset(
+        d.root, split, styles=style_names(cfg), inputs=render_inputs(cfg), out_size=int(m.generator.out_size),
+        pairs_per_item=int(s.pairs_per_item), frames_per_item=int(s.frames_per_item),
+        items_per_clip=int(s.items_per_clip), targets=str(s.targets), deterministic=deterministic,
+        seed=int(cfg.seed), speakers=d.speakers, source_frame=str(s.source_frame), skip_damaged=bool(d.skip_damaged))
+
+
+def exstyle_codes(cfg: DictConfig, styles: list[str]) -> torch.Tensor | None:
+    """Z+ codes [S, n_latent, style_dim] of ``styles`` from ``stage.checkpoints.exstyle_codes`` (None: unset)."""
+    path = cfg.stage.checkpoints.exstyle_codes
+    if not path:
+        return None
+    codes = load_exstyle_codes(str(path))
+    absent = [n for n in styles if n not in codes]
+    if absent:
+        raise ConfigError(f"styles {absent} are not in stage.checkpoints.exstyle_codes={path} "
+                          f"(it has {sorted(codes)[:5]} ...)")
+    return torch.from_numpy(np.concatenate([codes[n] for n in styles]))
+
+
+def renderer_modules(cfg: DictConfig) -> dict[str, nn.Module]:
+    """The renderer's modules as a run starts them: ``generator`` (with ``stage.checkpoints.vtoonify`` /
+    ``styleheat``), ``psp`` (``checkpoints.psp``) and, for ``model.parsing=bisenet``, ``parser``
+    (frozen). Built in this order, so one seed gives one initialisation."""
+    m, ck = cfg.model, cfg.stage.checkpoints
+    generator = instantiate(m.generator)
+    load_style_a(generator, ck.vtoonify, ck.styleheat)
+    psp = instantiate(m.psp)
+    if ck.psp:
+        load_official("psp_encoder", str(ck.psp), psp)
+    modules = {"generator": generator, "psp": psp}
+    if m.parsing == "bisenet":
+        modules["parser"] = load_official("bisenet", str(ck.bisenet), instantiate(m.bisenet)).requires_grad_(False)
+    return modules
+
+
+def make_renderer(modules: dict[str, nn.Module], degree: float) -> StyleARenderer:
+    return StyleARenderer(modules["generator"], modules["psp"], modules.get("parser"), degree)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: nn.Module, r: StyleARenderer, batch: dict, identity, art) -> torch.Tensor:
+    """VToonify-D on the real target frames with W+ = [art[:7], identity[7:]] (its inference recipe)
+    -> [B, K, F, 3, O, O] in [-1, 1]."""
+    b, k, f = batch["target_real"].shape[:3]
+    frames = batch["target_real"].flatten(0, 2)
+    parsing = batch["target_parsing"].flatten(0, 2) if "target_parsing" in batch else None
+    style = r.generator.mix_codes(identity, art).repeat_interleave(k * f, 0)
+    out = teacher(r.content_input(frames, parsing), style, r.degree).clamp(-1, 1)
+    return out.float().reshape(b, k, f, *out.shape[1:])
+
+
+class AdversarialStep:
+    """The discriminator's update (logistic loss, lazy R1 every ``r1_every`` steps) and the generator's
+    non-saturating term. The discriminator is conditioned on the degree and the style and judges
+    images average-pooled to its ``size``."""
+
+    def __init__(self, *, size: int, degree: float, weight: float, r1_every: int, r1_gamma: float):
+        self.size, self.degree, self.weight = int(size), float(degree), float(weight)
+        self.r1_every, self.r1_gamma = int(r1_every), float(r1_gamma)
+
+    def discriminate(self, disc: nn.Module, images: torch.Tensor, batch: dict, repeats: int) -> torch.Tensor:
+        if images.shape[-1] != self.size:
+            images = F.adaptive_avg_pool2d(images, self.size)
+        style = batch["style_index"].repeat_interleave(repeats)
+        return disc(images, torch.full((images.shape[0],), self.degree, device=images.device), style)
+
+    def __call__(self, ctx: StepContext, batch: dict, fake: torch.Tensor, real: torch.Tensor, repeats: int
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """fake, real [N, 3, O, O] (N = B·repeats) -> (logged discriminator terms, the generator's term)."""
+        disc = ctx.modules["discriminator"]
+        with ctx.autocast():
+            d_loss = losses.d_logistic_loss(self.discriminate(disc, real, batch, repeats).float(),
+                                            self.discriminate(disc, fake.detach(), batch, repeats).float())
+        logs = {"d_loss": d_loss.detach()}
+        if self.r1_every > 0 and ctx.step % self.r1_every == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            penalty = losses.r1_penalty(self.discriminate(disc, real_r1, batch, repeats).float(), real_r1)
+            d_loss = d_loss + self.r1_gamma / 2 * penalty * self.r1_every
+            logs["r1"] = penalty.detach()
+        ctx.optimize("discriminator", self.weight * d_loss)
+        with ctx.autocast():
+            g_adv = losses.g_nonsaturating_loss(self.discriminate(disc, fake, batch, repeats).float())
+        return logs, g_adv
+
+
 class StyleAStage(TrainingStage):
     def __init__(self, cfg):
         super().__init__(cfg)
+        validate_config(cfg)
         s = cfg.stage
-        self.styles = list(s.styles) if s.get("styles") else sorted(read_art_index(str(cfg.data.root)))
-        # a model config may update what trains and the loss weights (the from-scratch CPU model does)
-        self.train_flags = {**s.train, **(cfg.model.get("train") or {})}
-        self.loss_weights = {k: float(v) for k, v in {**s.loss, **(cfg.model.get("loss") or {})}.items()}
-        self.perceptual = losses.VGGPerceptual(s.perceptual_weights) if self.loss_weights["perceptual"] > 0 else None
-        self.lpips = losses.LPIPSLoss() if self.loss_weights["lpips"] > 0 else None
-        phase = s.get("motion_phase_from")
-        self.motion_phase_from = cfg.model.get("motion_phase_from") if phase is None else phase
-        self.motion_phase_groups = list(s.get("motion_phase_groups") or ("motion", "refinement", "content"))
-        unknown = set(self.motion_phase_groups) - set(TRAIN_GROUPS)
-        if unknown:
-            raise ConfigError(f"stage.motion_phase_groups: unknown {sorted(unknown)}; known: {list(TRAIN_GROUPS)}")
-        self.exstyle = None
-        if s.checkpoints.get("exstyle_codes"):
-            from stylization.style_a.dualstylegan import load_exstyle_codes
-
-            codes = load_exstyle_codes(str(s.checkpoints.exstyle_codes))
-            absent = [n for n in self.styles if n not in codes]
-            if absent:
-                raise ConfigError(f"styles {absent} are not in {s.checkpoints.exstyle_codes} "
-                                  f"(it has {sorted(codes)[:5]} ...)")
-            self.exstyle = torch.from_numpy(np.concatenate([codes[n] for n in self.styles]))  # [S, 18, 512] Z+
+        self.styles = style_names(cfg)
+        self.train_flags = {name: bool(s.train[name]) for name in STAGE_TRAIN_GROUPS}
+        self.motion_phase_from = s.motion_phase_from
+        self.motion_phase_groups = list(s.motion_phase_groups)
+        weights = {k: float(v) for k, v in s.loss.items()}
+        perceptual = losses.VGGPerceptual(vgg19_features(s.perceptual_weights)) if weights["perceptual"] > 0 else None
+        self.loss = losses.StyleALoss(weights=weights, degree=float(s.degree),
+                                      align_corners=bool(cfg.model.generator.align_corners), perceptual=perceptual,
+                                      lpips=losses.LPIPSLoss(lpips_vgg()) if weights["lpips"] > 0 else None)
+        self.adversarial = AdversarialStep(size=int(cfg.model.discriminator.size), degree=float(s.degree),
+                                           weight=weights["adversarial"], r1_every=int(s.r1_every),
+                                           r1_gamma=float(s.r1_gamma))
+        self.exstyle = exstyle_codes(cfg, self.styles)
 
     # -- building -----------------------------------------------------------------------
 
     def build_modules(self) -> dict[str, nn.Module]:
         s, m = self.cfg.stage, self.cfg.model
-        ck = s.checkpoints
-        generator = instantiate(m.generator)
-        load_style_a(generator, ck.get("vtoonify"), ck.get("styleheat"))
-        groups = generator.trainable_groups()
-        generator.requires_grad_(False)
-        for name in TRAIN_GROUPS:
-            if bool(self.train_flags.get(name, False)) and name in groups:
-                for p in groups[name]:
-                    p.requires_grad_(True)
-        levels = generator.fuse_levels
-        if levels is not None:  # fusion stages the ablation never uses must not look trainable (DDP)
-            for k in range(int(levels), len(generator.fusion_out)):
-                generator.fusion_out[k].requires_grad_(False)
-                generator.fusion_skip[k].requires_grad_(False)
-        top = generator.top_fusion()
-        if top is not None:  # in_size >= out_size: the fusion at the output size feeds no RGB skip,
-            generator.fusion_skip[top].requires_grad_(False)  # and larger encoder features are never fused
-            for k in range(top + 1, len(generator.fusion_out)):
-                generator.fusion_out[k].requires_grad_(False)
-                generator.fusion_skip[k].requires_grad_(False)
-        if not generator.art_path:
-            generator.res.requires_grad_(False)
-            for j in range(7, generator.n_latent):
-                generator.generator.res[j].requires_grad_(False)
-        psp = instantiate(m.psp)
-        if ck.get("psp"):
-            load_official("psp_encoder", str(ck.psp), psp)
-        psp.requires_grad_(bool(self.train_flags.get("psp", False)))
+        modules = renderer_modules(self.cfg)
+        modules["generator"].configure_trainable({name: self.train_flags[name] for name in TRAIN_GROUPS})
+        psp = modules["psp"].requires_grad_(self.train_flags["psp"])
         if psp.decoder is not None:
             psp.decoder.requires_grad_(False)  # only its mapping network is used (Z+ -> W+)
-        modules = {"generator": generator, "psp": psp}
-        if m.parsing == "bisenet":
-            if not ck.get("bisenet"):
-                raise ConfigError("model.parsing=bisenet needs stage.checkpoints.bisenet (VToonify's faceparsing.pth); "
-                                  "or use model.parsing=landmarks")
-            modules["parser"] = load_official("bisenet", str(ck.bisenet), instantiate(m.bisenet)).requires_grad_(False)
-        elif m.parsing != "landmarks":
-            raise ConfigError(f"model.parsing must be bisenet or landmarks, got {m.parsing!r}")
         if s.targets == "teacher":
-            if not ck.get("vtoonify"):
-                raise ConfigError("stage.targets=teacher needs stage.checkpoints.vtoonify (a VToonify-D vtoonify_s_d.pt)")
-            teacher = instantiate({**m.teacher})
-            modules["teacher"] = load_official("vtoonify_d", str(ck.vtoonify), teacher).requires_grad_(False)
-        if self.loss_weights["adversarial"] > 0:
+            teacher = instantiate(m.teacher)
+            modules["teacher"] = load_official("vtoonify_d", str(s.checkpoints.vtoonify), teacher).requires_grad_(False)
+        if self.loss.weights["adversarial"] > 0:
             modules["discriminator"] = instantiate(m.discriminator, num_styles=len(self.styles))
         return modules
 
@@ -157,34 +253,14 @@ class StyleAStage(TrainingStage):
         return {"generator": torch.optim.lr_scheduler.LambdaLR(
             opt, [stop if g["name"] == "renderer" else keep for g in opt.param_groups])}
 
-    def dataset(self, split: str, deterministic: bool) -> RenderPairDataset:
-        s, m, d = self.cfg.stage, self.cfg.model, self.cfg.data
-        return RenderPairDataset(
-            d.root, split, self.styles, content_size=int(m.generator.in_size), code_size=int(m.psp.input_size),
-            out_size=int(m.generator.out_size), pairs_per_item=int(s.pairs_per_item),
-            frames_per_item=int(s.frames_per_item), items_per_clip=int(s.items_per_clip), targets=str(s.targets),
-            parsing="landmarks" if m.parsing == "landmarks" else "none", deterministic=deterministic,
-            seed=int(self.cfg.seed), speakers=d.get("speakers"),
-            identity_alignment=str(m.get("identity_alignment", "crop")),
-            source_frame=str(s.get("source_frame") or m.get("source_frame") or "random"))
-
     def train_dataset(self):
-        return self.dataset(str(self.cfg.data.train_split), False)
+        return render_dataset(self.cfg, str(self.cfg.data.train_split), False)
 
     def val_dataset(self):
-        split = self.cfg.data.get("val_split")
-        return None if split is None else self.dataset(str(split), True)
+        split = self.cfg.data.val_split
+        return None if split is None else render_dataset(self.cfg, str(split), True)
 
-    # -- pieces shared by the steps ---------------------------------------------------------
-
-    def renderer(self, modules: dict[str, nn.Module]) -> StyleARenderer:
-        return StyleARenderer(modules["generator"], modules["psp"], modules.get("parser"), float(self.cfg.stage.degree))
-
-    def art_codes(self, renderer: StyleARenderer, batch: dict) -> torch.Tensor:
-        if self.exstyle is None:
-            return renderer.codes(batch["art"])
-        z = self.exstyle.to(batch["art"].device)[batch["style_index"]]
-        return renderer.generator.generator.generator.map_codes(z)
+    # -- steps ----------------------------------------------------------------------------
 
     def in_motion_phase(self, step: int) -> bool:
         """From ``stage.motion_phase_from`` on, only ``stage.motion_phase_groups`` learn."""
@@ -193,94 +269,32 @@ class StyleAStage(TrainingStage):
     def render(self, modules: dict[str, nn.Module], batch: dict, ctx: StepContext,
                frozen_codes: bool = False) -> tuple[dict, torch.Tensor]:
         """Renders every target window of the batch; returns (generator outputs, targets [B, K, F, 3, O, O])."""
-        r = self.renderer(modules)
-        b, k, f = batch["semantic"].shape[:3]
+        r = make_renderer(modules, float(self.cfg.stage.degree))
+        k, f = batch["semantic"].shape[1:3]
+        exstyle = None if self.exstyle is None else self.exstyle.to(batch["art"].device)[batch["style_index"]]
         with ctx.autocast():
-            content = r.content_input(batch["source"], batch.get("source_parsing"))
             if frozen_codes:  # the motion phase: pSp neither learns nor updates its BatchNorm statistics
                 psp, mode = modules["psp"], modules["psp"].training
                 with torch.no_grad():
                     psp.eval()
-                    identity, art = r.codes(batch["identity_face"]), self.art_codes(r, batch)
+                    content, identity, art = r.encode_inputs(batch, exstyle)
                     psp.train(mode)
             else:
-                identity, art = r.codes(batch["identity_face"]), self.art_codes(r, batch)
+                content, identity, art = r.encode_inputs(batch, exstyle)
             out = r(content, identity, art, batch["semantic"].flatten(0, 2), repeats=k * f)
         out["image"] = out["image"].float()
-        if "target" in batch:
-            target = batch["target"]
-        else:
-            target = self.teacher_targets(modules["teacher"], r, batch, identity, art)
+        target = batch["target"] if "target" in batch else teacher_targets(modules["teacher"], r, batch, identity, art)
         return out, target
 
-    @torch.no_grad()
-    def teacher_targets(self, teacher: nn.Module, r: StyleARenderer, batch, identity, art) -> torch.Tensor:
-        """VToonify-D on the real target frames with W+ = [art[:7], identity[7:]] (its inference recipe)."""
-        b, k, f = batch["target_real"].shape[:3]
-        frames = batch["target_real"].flatten(0, 2)
-        parsing = batch["target_parsing"].flatten(0, 2) if "target_parsing" in batch else None
-        style = r.generator.mix_codes(identity, art).repeat_interleave(k * f, 0)
-        out = teacher(r.content_input(frames, parsing), style, r.degree).clamp(-1, 1)
-        return out.float().reshape(b, k, f, *out.shape[1:])
-
-    def discriminate(self, disc: nn.Module, images: torch.Tensor, batch: dict, repeats: int) -> torch.Tensor:
-        size = int(self.cfg.model.discriminator.size)
-        if images.shape[-1] != size:
-            images = F.adaptive_avg_pool2d(images, size)
-        style = batch["style_index"].repeat_interleave(repeats)
-        degree = torch.full((images.shape[0],), float(self.cfg.stage.degree), device=images.device)
-        return disc(images, degree, style)
-
-    # -- steps ----------------------------------------------------------------------------
-
     def training_step(self, batch, ctx: StepContext):
-        w = self.loss_weights
         out, target = self.render(ctx.modules, batch, ctx, frozen_codes=self.in_motion_phase(ctx.step))
-        b, k, f = batch["semantic"].shape[:3]
-        fake, real = out["image"], target.flatten(0, 2)
-        terms = {}
+        logs, g_adv = {}, None
         if "discriminator" in ctx.modules:
-            disc = ctx.modules["discriminator"]
-            r1_every = int(self.cfg.stage.r1_every)
-            with ctx.autocast():
-                d_loss = losses.d_logistic_loss(self.discriminate(disc, real, batch, k * f).float(),
-                                                self.discriminate(disc, fake.detach(), batch, k * f).float())
-            terms["d_loss"] = d_loss.detach()
-            if r1_every > 0 and ctx.step % r1_every == 0:
-                real_r1 = real.detach().requires_grad_(True)
-                penalty = losses.r1_penalty(self.discriminate(disc, real_r1, batch, k * f).float(), real_r1)
-                d_loss = d_loss + float(self.cfg.stage.r1_gamma) / 2 * penalty * r1_every
-                terms["r1"] = penalty.detach()
-            ctx.optimize("discriminator", w["adversarial"] * d_loss)
-            with ctx.autocast():
-                terms["g_adv"] = losses.g_nonsaturating_loss(self.discriminate(disc, fake, batch, k * f).float())
-        terms["mse"] = losses.reconstruction_loss(fake, real)
-        if self.perceptual is not None:
-            self.perceptual.to(fake.device)
-            terms["perceptual"] = self.perceptual(fake, real)
-        if self.lpips is not None:
-            self.lpips.to(fake.device)
-            terms["lpips"] = self.lpips(fake, real)
-        terms["mask"] = losses.mask_hinge_loss([m.float() for m in out["masks"]], float(self.cfg.stage.degree))
-        if w.get("warp", 0) > 0:
-            g = ctx.modules["generator"]
-            g = getattr(g, "module", g)
-            source = batch["source"].repeat_interleave(k * f, 0)
-            terms["warp"] = losses.warping_loss(source, out["flow"].float(), batch["target_real"].flatten(0, 2),
-                                                g.align_corners)
-        if w.get("mouth", 0) > 0:
-            terms["mouth"] = losses.mouth_loss(fake, real, batch["target_landmarks"].flatten(0, 2))
-        if k * f > 1 and w.get("motion", 0) > 0:
-            terms["motion"] = losses.motion_residual_loss(fake.reshape(b, k * f, *fake.shape[1:]),
-                                                          real.reshape(b, k * f, *real.shape[1:]))
-        if f > 1 and w["temporal"] > 0:
-            terms["temporal"] = losses.temporal_loss(fake.reshape(b * k, f, *fake.shape[1:]), target.flatten(0, 1))
-        weights = {"g_adv": w["adversarial"], "mse": w["mse"], "perceptual": w["perceptual"], "lpips": w["lpips"],
-                   "mask": w["mask"], "temporal": w["temporal"], "warp": w.get("warp", 0.0),
-                   "mouth": w.get("mouth", 0.0), "motion": w.get("motion", 0.0)}
-        loss = sum(weights[name] * value for name, value in terms.items() if name in weights)
+            k, f = target.shape[1:3]
+            logs, g_adv = self.adversarial(ctx, batch, out["image"], target.flatten(0, 2), k * f)
+        loss, terms = self.loss(out, target, batch, g_adv)
         grad_norm = ctx.optimize("generator", loss)
-        return {"loss": loss.detach(), **{n: v.detach() for n, v in terms.items()}, "grad_norm": grad_norm}
+        return {"loss": loss.detach(), **logs, **{n: v.detach() for n, v in terms.items()}, "grad_norm": grad_norm}
 
     @torch.no_grad()
     def validation_step(self, batch, ctx: StepContext):

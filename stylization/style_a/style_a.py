@@ -29,6 +29,8 @@ which come from StyleHEAT's ``net_G_ema`` through :data:`STYLEHEAT_RENAMES`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,6 +88,10 @@ class MotionParts(nn.Module):
         self.refinement = refinement
 
 
+# The generator's parameter groups that ``stage.train`` switches (see StyleAGenerator.trainable_groups).
+TRAIN_GROUPS = ("backbone", "modres", "content", "motion", "refinement")
+
+
 class StyleAGenerator(VToonifyD):
     """Args (VToonify-D's first): in_size (256), out_size (1024), style_dim, n_mlp,
     channel_multiplier, num_res_layers, channel_cap; then
@@ -101,6 +107,10 @@ class StyleAGenerator(VToonifyD):
       weights; True makes a zero flow the exact identity).
     """
 
+    # VToonify-D follows each of the encoder's residual blocks j at 32×32 with its dilated ModRes
+    # block res[j + 1]; it has six (res[0] is in the file but unused).
+    MAX_RES_LAYERS = 6
+
     def __init__(self, in_size: int = 256, out_size: int = 1024, style_dim: int = 512, n_mlp: int = 8,
                  channel_multiplier: int = 2, num_res_layers: int = 6, channel_cap: int = 512,
                  motion_size: int = 256, motion_base_nc: int = 32, motion_max_nc: int = 256,
@@ -109,6 +119,8 @@ class StyleAGenerator(VToonifyD):
                  refine_input: str = "pre_warp", art_path: bool = True, art_layers: int | None = 7,
                  fuse_levels: int | None = None, warp_skip: bool = True, warp_content: bool = False,
                  align_corners: bool = False):
+        if not 0 <= num_res_layers <= self.MAX_RES_LAYERS:
+            raise ValueError(f"num_res_layers must be in 0..{self.MAX_RES_LAYERS}, got {num_res_layers}")
         super().__init__(in_size, out_size, style_dim, n_mlp, channel_multiplier, num_res_layers, channel_cap)
         if out_size < 128:
             raise ValueError(f"out_size must be at least 128 (the generator warps at 64×64), got {out_size}")
@@ -187,3 +199,39 @@ class StyleAGenerator(VToonifyD):
         if self.refinement is not None:
             groups["refinement"] = list(self.refinement.parameters())
         return groups
+
+    def configure_trainable(self, flags: Mapping[str, bool]) -> None:
+        """Set ``requires_grad`` from ``flags`` (``stage.train``'s generator groups: exactly
+        :data:`TRAIN_GROUPS`), then freeze what this configuration never runs, so that no parameter
+        looks trainable without receiving a gradient (DDP fails on those):
+
+        * the fusion stages at and above ``fuse_levels`` (the "w/o skip connections" ablation);
+        * with ``in_size == out_size``, the top fusion's RGB skip (its feature enters ``out`` only)
+          and any fusion above it;
+        * with ``art_path=False``, the encoder's ModRes blocks and DualStyleGAN's colour transforms
+          (the latent layers above ``DualStyleGAN.res_index``).
+        """
+        unknown, missing = sorted(set(flags) - set(TRAIN_GROUPS)), sorted(set(TRAIN_GROUPS) - set(flags))
+        if unknown or missing:
+            raise ValueError(f"train flags: unknown {unknown}, missing {missing}; the groups are {list(TRAIN_GROUPS)}")
+        groups = self.trainable_groups()
+        self.requires_grad_(False)
+        for name in TRAIN_GROUPS:
+            if flags[name] and name in groups:  # no "refinement" group without a refinement network
+                for p in groups[name]:
+                    p.requires_grad_(True)
+        if self.fuse_levels is not None:
+            for k in range(int(self.fuse_levels), len(self.fusion_out)):
+                self.fusion_out[k].requires_grad_(False)
+                self.fusion_skip[k].requires_grad_(False)
+        top = self.top_fusion()
+        if top is not None:
+            self.fusion_skip[top].requires_grad_(False)
+            for k in range(top + 1, len(self.fusion_out)):
+                self.fusion_out[k].requires_grad_(False)
+                self.fusion_skip[k].requires_grad_(False)
+        if not self.art_path:
+            self.res.requires_grad_(False)
+            dsg = self.generator
+            for j in range(dsg.res_index + 1, self.n_latent):
+                dsg.res[j].requires_grad_(False)

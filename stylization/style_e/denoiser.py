@@ -52,7 +52,7 @@ class MixerBlock(nn.Module):
 class DiffMLP(nn.Module):
     """x0-predicting denoiser over expression windows (see the module docstring).
 
-    Args:
+    Args (all required; configs/model/style_e.yaml holds the paper's values):
         exp_dim: expression coefficients per frame (64).
         text_dim: text vector size (512 for CLIP ViT-B/32).
         width: hidden width (512 in the paper).
@@ -61,8 +61,7 @@ class DiffMLP(nn.Module):
         use_text: False builds the "w/o emotion text" ablation (no text input at all).
     """
 
-    def __init__(self, exp_dim: int = 64, text_dim: int = 512, width: int = 512, blocks: int = 8,
-                 window_frames: int = 32, use_text: bool = True):
+    def __init__(self, *, exp_dim: int, text_dim: int, width: int, blocks: int, window_frames: int, use_text: bool):
         super().__init__()
         self.exp_dim, self.text_dim, self.window_frames, self.use_text = exp_dim, text_dim, window_frames, use_text
         self.motion_proj = nn.Linear(exp_dim, width)

@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from stylization.errors import ConfigError
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -120,10 +122,24 @@ class AncestralSampler(RespacedSampler):
         return mean + math.sqrt(var) * _randn(x_t.shape, generator, x_t.device)
 
 
-def build_sampler(kind: str, schedule: CosineSchedule, steps: int, eta: float = 0.0):
-    """``"ddim"`` or ``"ancestral"`` (config helper)."""
+SAMPLERS = ("ddim", "ancestral")
+
+
+def build_sampler(kind: str, schedule: CosineSchedule, steps: int, eta: float = 0.0) -> RespacedSampler:
+    """One of :data:`SAMPLERS` over ``schedule`` respaced to ``steps`` (``eta`` is DDIM's only)."""
     if kind == "ddim":
         return DDIMSampler(schedule, steps, eta)
     if kind == "ancestral":
         return AncestralSampler(schedule, steps)
     raise ValueError(f"sampler must be 'ddim' or 'ancestral', got {kind!r}")
+
+
+def diffusion_sampler(*, timesteps: int, sampler: str, steps: int, eta: float) -> RespacedSampler:
+    """The configured reverse diffusion (``model.diffusion``: a T-step cosine schedule respaced to
+    ``steps``), checked first so that a bad value fails at start-up naming its key."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"model.diffusion.sampler={sampler!r} is unknown; use one of {', '.join(SAMPLERS)}")
+    if not 1 <= steps <= timesteps:
+        raise ConfigError(f"model.diffusion.steps={steps} cannot respace model.diffusion.timesteps={timesteps}; "
+                          "use 1 <= steps <= timesteps")
+    return build_sampler(sampler, CosineSchedule(timesteps), steps, eta)

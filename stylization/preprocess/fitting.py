@@ -3,11 +3,13 @@
 Finds identity, expression, rotation and translation whose projected keypoints match the
 landmarks of a ``size``-pixel crop, with L2 priors on identity and expression (Adam, then
 L-BFGS, in float64). The crop columns are (size / 224, 0, 0), as the synthetic corpus stores
-them. Deep3DFaceRecon (``stylization.data.deep3d``) is the backend for real photographs when
-its files are present; this one is exact for the stand-in model and a fair start elsewhere.
+them. Deep3DFaceRecon (:mod:`stylization.preprocess.deep3d`) is the backend for real photographs
+when its files are present; this one is exact for the stand-in model and a fair start elsewhere.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -18,8 +20,13 @@ from stylization.data.face_model import CROP_SIZE, FaceModel
 
 def fit_coefficients(face_model: FaceModel, landmarks: np.ndarray, size: int, steps: int = 60,
                      id_prior: float = 1e-3, exp_prior: float = 1e-3) -> np.ndarray:
-    """landmarks [68, 2] (pixels of a size×size crop) -> coefficients [260] (float32)."""
-    fm = face_model.double()
+    """landmarks [68, 2] (pixels of a size×size crop) -> coefficients [260] (float32).
+
+    The fit runs on a float64 copy of ``face_model`` (a few keypoint bases, cheap to copy): the
+    caller's model is shared (the pipeline previews and fits with it) and keeps its dtype, also
+    when the fit raises.
+    """
+    fm = copy.deepcopy(face_model).double()
     target = torch.as_tensor(np.asarray(landmarks, np.float64) * (CROP_SIZE / size))
     ident = torch.zeros(fm.id_dim, dtype=torch.float64, requires_grad=True)
     exp = torch.zeros(fm.exp_dim, dtype=torch.float64, requires_grad=True)
@@ -47,7 +54,6 @@ def fit_coefficients(face_model: FaceModel, landmarks: np.ndarray, size: int, st
         return loss
 
     lbfgs.step(closure)
-    face_model.float()
     row = np.zeros(COEFF_DIM, np.float32)
     row[COEFF_SLICES["id"]][: fm.id_dim] = ident.detach().numpy()
     row[COEFF_SLICES["exp"]][: fm.exp_dim] = exp.detach().numpy()

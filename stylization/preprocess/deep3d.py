@@ -58,6 +58,7 @@ class Deep3DBackend:
 
     def __init__(self, recon_path: str, bfm_folder: str, device: torch.device | str = "cpu"):
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
 
         from stylization.loading import load_official
 
@@ -69,7 +70,8 @@ class Deep3DBackend:
                                   "see checkpoints/README.md), or use coeffs_backend=fit")
         try:
             lm3d = np.asarray(loadmat(lm_path)["lm"], np.float64)
-        except Exception as exc:
+        except (MatReadError, OSError, EOFError, ValueError, LookupError, TypeError) as exc:  # what scipy raises
+            # for damaged or foreign files (and a missing "lm" field); anything else is a bug to see
             raise CheckpointError(f"not a readable similarity_Lm3D_all.mat ({exc})", lm_path) from None
         self.lm3d5 = five_points(lm3d)
         self.net = load_official("deep3d_recon", recon_path).eval().to(device)

@@ -1,0 +1,180 @@
+"""One way to load a training run: its saved config, step, stage and modules, EMA or raw.
+
+Every consumer of a trained run (evaluation scripts, the inference pipeline, a stage that
+starts from another stage's run) goes through :func:`load_run`; the per-stage assemblers
+below turn a :class:`Run` into the inference object of that stage::
+
+    run = load_run("runs/style_e_small")          # a run directory (its newest checkpoint) or a file
+    model = style_e_from_run(run, sampler="ancestral")
+    run.step, run.stage, run.module_names          # 1159, "style_e", ["audio2exp", "denoiser"]
+
+Modules are rebuilt from the config saved *in the checkpoint* (what ran), never from today's
+YAML, and loaded strictly. The file format is :mod:`stylization.engine.checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from stylization.engine.checkpoint import FORMAT, load_file, resolve_checkpoint
+from stylization.errors import CheckpointError, ConfigError
+
+STYLE_E_HINT = "train one with: python train.py stage=style_e data.root=DIR"
+STYLE_A_HINT = "train one with: python train.py stage=style_a data.root=DIR"
+AUDIO2EXP_HINT = "SadTalker's auido2exp_00300-model.pth, or a run of: python train.py stage=audio2exp data.root=DIR"
+
+# ``_target_`` paths that moved since runs were saved: old runs keep loading.
+MOVED_TARGETS = {
+    "stylization.style_e.text_encoder.ClipTextEncoder": "stylization.loading.clip_text_encoder",
+    "stylization.style_e.cgan.StyleECGANStage": "stylization.style_e.cgan_stage.StyleECGANStage",
+    "stylization.style_e.cgan.WindowDiscriminator": "stylization.style_e.discriminator.WindowDiscriminator",
+}
+
+
+def _current_targets(node):
+    """The saved config with moved ``_target_`` paths replaced (plain containers in, out)."""
+    if isinstance(node, dict):
+        return {k: (MOVED_TARGETS.get(v, v) if k == "_target_" else _current_targets(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_current_targets(v) for v in node]
+    return node
+
+
+@dataclasses.dataclass
+class Run:
+    """A training checkpoint, read once.
+
+    Attributes:
+        path: the checkpoint file (a run directory resolves to its newest checkpoint).
+        config: the resolved config the run was trained with (``config.yaml``'s content).
+        step: optimisation steps done.
+        stage: the stage's name (``config.stage.name``), e.g. ``"style_e"``.
+        module_names: the modules the checkpoint holds, sorted.
+        use_ema: whether :meth:`module` loads the EMA weights where the run kept an EMA.
+    """
+
+    path: str
+    config: DictConfig
+    step: int
+    stage: str
+    module_names: list[str]
+    use_ema: bool
+    weights: dict[str, dict] = dataclasses.field(repr=False)  # per module: the state dict :meth:`module` loads
+
+    def module(self, name: str, node: DictConfig | None = None) -> nn.Module:
+        """Module ``name`` built from the saved config ``node`` (default ``config.model``), weights
+        loaded strictly (EMA when ``use_ema`` and kept, else raw), in eval mode."""
+        if name not in self.weights:
+            raise CheckpointError(f"has no module {name!r} (it has {self.module_names})", self.path)
+        module = instantiate(self.config.model if node is None else node)
+        try:
+            module.load_state_dict(self.weights[name], strict=True)
+        except RuntimeError as exc:  # load_state_dict's report of missing / unexpected / mis-shaped keys
+            raise CheckpointError(f"module {name!r} does not fit the model its saved config builds (the code changed "
+                                  f"since this run?): {str(exc).splitlines()[0]}", self.path) from None
+        return module.eval()
+
+
+def _run_from_state(path: str, state: dict, use_ema: bool, hint: str = "") -> Run:
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"not a training checkpoint of this project (format {state.get('format')!r})"
+                              + (f"; {hint}" if hint else ""), path)
+    ema = state["ema"] if use_ema else {}
+    weights = {name: ema.get(name, raw) for name, raw in state["modules"].items()}
+    config = OmegaConf.create(_current_targets(state["config"]))
+    return Run(path=path, config=config, step=int(state["step"]), stage=str(state["stage"]),
+               module_names=sorted(weights), use_ema=use_ema, weights=weights)
+
+
+def load_run(path: str | os.PathLike, *, use_ema: bool = True, hint: str = "") -> Run:
+    """A run directory (its newest loadable checkpoint) or a checkpoint file -> :class:`Run`.
+
+    Raises :class:`~stylization.errors.CheckpointError` (naming the path, followed by ``hint``)
+    when the path is missing, holds no checkpoint, or is not a training checkpoint of this project.
+    """
+    file, state = resolve_checkpoint(path, hint)
+    return _run_from_state(file, state, use_ema, hint)
+
+
+# -- per-stage assemblers ---------------------------------------------------------------------
+
+def _require(run: Run, name: str, hint: str) -> None:
+    if name not in run.module_names:
+        raise CheckpointError(f"is a {run.stage!r} run without a {name!r} module; {hint}", run.path)
+
+
+def _style_e_sampler(run: Run, sampler: str | None, steps: int | None):
+    """The run's reverse diffusion with ``sampler`` / ``steps`` overriding its config; None for a cGAN run."""
+    from stylization.style_e.diffusion import diffusion_sampler
+
+    if not run.config.stage.diffusion:
+        if sampler is not None or steps is not None:
+            raise ConfigError(f"{run.path} is a {run.stage!r} run: it generates in one shot, so sampler= and steps= "
+                              "do not apply; leave them null")
+        return None
+    d = run.config.model.diffusion
+    return diffusion_sampler(timesteps=int(d.timesteps), sampler=str(sampler if sampler is not None else d.sampler),
+                             steps=int(steps if steps is not None else d.steps), eta=float(d.eta))
+
+
+def style_e_from_run(run: Run, *, sampler: str | None = None, steps: int | None = None,
+                     text_encoder: nn.Module | None = None, precision: str = "auto"):
+    """A ``style_e`` or ``style_e_cgan`` run -> :class:`~stylization.style_e.generate.StyleE` (eval mode).
+
+    Args:
+        sampler, steps: override the run's ``model.diffusion.sampler`` / ``steps`` (diffusion runs only).
+        text_encoder: use this one instead of building the run's ``model.text_encoder``.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (see :mod:`stylization.style_e.generate`).
+    """
+    from stylization.style_e.generate import StyleE
+
+    _require(run, "denoiser", STYLE_E_HINT)
+    model = run.config.model
+    denoiser = run.module("denoiser", model.denoiser)
+    audio2exp = run.module("audio2exp", model.audio2exp)
+    if text_encoder is None and model.denoiser.use_text:
+        text_encoder = instantiate(model.text_encoder)
+    return StyleE(denoiser, audio2exp, text_encoder, _style_e_sampler(run, sampler, steps),
+                  overlap_frames=int(model.overlap_frames), precision=precision, channels_last=True).eval()
+
+
+def audio2exp_from_run(run: Run) -> nn.Module:
+    """The Audio2Exp of an ``audio2exp`` run (its whole model) or of a Style-E run (``model.audio2exp``)."""
+    _require(run, "audio2exp", f"give {AUDIO2EXP_HINT}")
+    model = run.config.model
+    return run.module("audio2exp", model if "_target_" in model else model.audio2exp)
+
+
+def style_a_renderer_from_run(run: Run):
+    """A ``style_a`` run -> :class:`~stylization.style_a.renderer.StyleARenderer` (eval mode), at the
+    style degree it was trained with and with its identity alignment."""
+    from stylization.style_a.renderer import StyleARenderer
+
+    _require(run, "generator", STYLE_A_HINT)
+    model = run.config.model
+    generator = run.module("generator", model.generator)
+    psp = run.module("psp", model.psp)
+    parser = run.module("parser", model.bisenet) if model.parsing == "bisenet" else None
+    renderer = StyleARenderer(generator, psp, parser, float(run.config.stage.degree)).eval()
+    renderer.identity_alignment = str(model.identity_alignment)
+    return renderer
+
+
+def load_audio2exp(path: str | os.PathLike, module: nn.Module) -> nn.Module:
+    """SadTalker's released file (loaded strictly into ``module``), or an ``audio2exp`` / Style-E run
+    directory or checkpoint of this project (rebuilt from its own config; EMA weights)."""
+    from stylization.loading import load_official
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return audio2exp_from_run(load_run(path, hint=f"give {AUDIO2EXP_HINT}"))
+    if not path.endswith(".safetensors"):
+        state = load_file(path, f"give {AUDIO2EXP_HINT}")
+        if state.get("format") == FORMAT:
+            return audio2exp_from_run(_run_from_state(path, state, use_ema=True))
+    return load_official("sadtalker_audio2exp", path, module)
