@@ -27,6 +27,7 @@ def bench(device: str, seconds: float, repeats: int, model_name: str, precision:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from stylization.constants import EXP_DIM, SAMPLE_RATE
     from stylization.data.audio import mel_windows, melspectrogram, n_video_frames
     from stylization.numerics import native_bf16
     from stylization.style_e.diffusion import diffusion_sampler
@@ -39,9 +40,9 @@ def bench(device: str, seconds: float, repeats: int, model_name: str, precision:
                    diffusion_sampler(**cfg.model.diffusion), overlap_frames=int(cfg.model.overlap_frames),
                    precision=precision, channels_last=True).to(device).eval()
     text = torch.nn.functional.normalize(torch.randn(cfg.model.denoiser.text_dim), dim=0).to(device)
-    t = np.arange(int(seconds * 16000)) / 16000
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     wav = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
-    source = torch.zeros(64, device=device)
+    source = torch.zeros(EXP_DIM, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     parts = {"mel": [], "audio2exp": [], "diffusion": []}
     with torch.inference_mode():

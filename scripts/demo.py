@@ -62,6 +62,7 @@ def main() -> None:
     import cv2
     import soundfile
 
+    from stylization.constants import FACE_CROP_SIZE, SAMPLE_RATE
     from stylization.data.corpus import Corpus
     from stylization.data.synthetic.speech import synthesize
     from stylization.data.video import read_video
@@ -69,10 +70,10 @@ def main() -> None:
     inputs.mkdir(parents=True, exist_ok=True)
     test_clip = Corpus(corpus).clips("test")[0]
     face = read_video(Corpus(corpus).path(test_clip, "video"))[0]
-    cv2.imwrite(str(inputs / "identity.png"), cv2.cvtColor(cv2.resize(face, (256, 256), interpolation=cv2.INTER_CUBIC),
-                                                           cv2.COLOR_RGB2BGR))
+    identity = cv2.resize(face, (FACE_CROP_SIZE, FACE_CROP_SIZE), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(inputs / "identity.png"), cv2.cvtColor(identity, cv2.COLOR_RGB2BGR))
     speech = synthesize(SENTENCE, "en-us", 50, 150)
-    soundfile.write(inputs / "speech.wav", speech, 16000)
+    soundfile.write(inputs / "speech.wav", speech, SAMPLE_RATE)
     art = json.loads((corpus / "art" / "index.json").read_text())[STYLE][0]
     shutil.copy(corpus / art, inputs / "art.png")
 

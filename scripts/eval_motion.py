@@ -27,6 +27,7 @@ def evaluate(cfg: DictConfig) -> dict:
     import torch
     from tqdm import tqdm
 
+    from stylization.constants import COEFF_SLICES
     from stylization.data.corpus import MEAD_EMOTIONS, Corpus
     from stylization.data.face_model import build_face_model
     from stylization.engine.distributed import resolve_device
@@ -57,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict:
         mel = mel_windows_tensor(corpus.load_audio(rec))[: rec.n_frames].to(device)
         neutral = [r for r in corpus.clips(speakers=[rec.speaker]) if r.emotion == "neutral" and r.id != rec.id]
         src = neutral[0] if neutral else rec
-        src_exp = torch.from_numpy(corpus.load_coeffs(src)[src.n_frames // 2, 80:144]).to(device)
+        src_exp = torch.from_numpy(corpus.load_coeffs(src)[src.n_frames // 2, COEFF_SLICES["exp"]]).to(device)
         n = min(len(mel), rec.n_frames)
         coeffs, mel = coeffs[:n], mel[:n]
         text = rec.texts[0] if rec.texts else None

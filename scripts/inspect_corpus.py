@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stylization.cli import run_cli  # noqa: E402
+from stylization.constants import FPS  # noqa: E402
 from stylization.data.corpus import Corpus, check_speaker_disjoint  # noqa: E402
 from stylization.errors import DataError  # noqa: E402
 
@@ -32,7 +33,7 @@ def inspect(root: str, window_frames: int) -> int:
     emotions = collections.Counter(r.emotion for r in corpus.records)
     for split in sorted(by_split):
         print(f"{split:>5}: {by_split[split]} clips, {len(corpus.speakers(split))} speakers, "
-              f"{frames[split] / 25 / 60:.1f} min at 25 fps")
+              f"{frames[split] / FPS / 60:.1f} min at {FPS} fps")
     print("emotions: " + ", ".join(f"{e} {n}" for e, n in sorted(emotions.items())))
     short = [r.id for r in corpus.records if r.n_frames < window_frames]
     if short:

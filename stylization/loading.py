@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stylization.constants import PARSING_CLASSES
 from stylization.engine.checkpoint import load_file
 from stylization.errors import CheckpointError, ConfigError, DataError
 
@@ -100,7 +101,7 @@ def build_module(kind: str) -> nn.Module:
     if kind == "bisenet":
         from stylization.style_a.bisenet import BiSeNet
 
-        return BiSeNet(19)
+        return BiSeNet(PARSING_CLASSES)
     if kind == "deep3d_recon":
         from stylization.preprocess.recon_net import ReconNet
 

@@ -37,13 +37,13 @@ import cv2
 import numpy as np
 import torch
 
+from stylization.constants import COEFF_DIM, COEFF_SLICES, FACE_CROP_SIZE, FPS
 from stylization.data.audio import check_speech, load_audio, mel_windows, melspectrogram, n_video_frames
-from stylization.data.coeffs import COEFF_DIM, COEFF_SLICES, semantic_windows
+from stylization.data.coeffs import semantic_windows
 from stylization.data.draw import landmark_canvas
 from stylization.data.face_model import FaceModel
-from stylization.data.video import FPS, write_video
+from stylization.data.video import write_video
 from stylization.errors import ConfigError, DataError, UserError
-from stylization.preprocess.faces import CROP_PIXELS
 from stylization.preprocess.pose import apply_pose, check_pose_motion, load_coeff_file, pose_track, read_pose_source
 
 log = logging.getLogger("stylization.infer")
@@ -236,7 +236,7 @@ class Inputs:
 @dataclass
 class SourceFace:
     """The photo's largest face: its landmarks [68, 2] (photo pixels), the content crop
-    [CROP_PIXELS, CROP_PIXELS, 3] and the landmarks in the crop's pixels."""
+    [FACE_CROP_SIZE, FACE_CROP_SIZE, 3] and the landmarks in the crop's pixels."""
 
     landmarks: np.ndarray
     crop: np.ndarray
@@ -352,7 +352,7 @@ class Pipeline:
         face = self.detector(image, job.image)
         if face.n_faces > 1:
             log.warning("%s: %d faces found; using the largest", job.image, face.n_faces)
-        crop, crop_landmarks = face_crop(image, face.landmarks, CROP_PIXELS)
+        crop, crop_landmarks = face_crop(image, face.landmarks, FACE_CROP_SIZE)
         return SourceFace(face.landmarks, crop, crop_landmarks)
 
     def motion(self, job: Job, wav: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -363,7 +363,7 @@ class Pipeline:
         """Step 4, pose: the track [T, 9] (angle, trans, crop) from the pose options."""
         driving = None
         if job.pose is not None:
-            driving = read_pose_source(job.pose, self.detector, self.face_model, CROP_PIXELS)
+            driving = read_pose_source(job.pose, self.detector, self.face_model, FACE_CROP_SIZE)
         return pose_track(source, n_frames, str(self.cfg.pose_motion), driving, job.seed)
 
     @torch.no_grad()
@@ -413,7 +413,7 @@ class Pipeline:
         with self._timed(job, "Style-E"):
             coeffs = self.motion(job, inputs.wav, source)
         with self._timed(job, "outputs"):
-            size = int(cfg.size or CROP_PIXELS)
+            size = int(cfg.size or FACE_CROP_SIZE)
             frames = resample_frames(landmark_video(self.face_model, coeffs, size), float(cfg.fps)) \
                 if cfg.video else None
             return write_outputs(job.out, frames, inputs.wav, float(cfg.fps), coeffs, None)

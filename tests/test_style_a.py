@@ -122,12 +122,23 @@ def test_configure_trainable_follows_the_flags_and_freezes_what_never_runs():
     dsg = plain.generator
     assert not any(p.requires_grad for p in plain.res.parameters())
     assert not any(p.requires_grad for j in range(dsg.res_index + 1, plain.n_latent) for p in dsg.res[j].parameters())
-    assert all(p.requires_grad for j in range(dsg.res_index + 1) for p in dsg.res[j].parameters())  # backbone
+    # the backbone trains, but not what VToonify-D's path never runs (DualStyleGAN's own structure
+    # ModRes, the StyleGAN2 mapping and its layers below 32 px)
+    assert not any(p.requires_grad for j in range(dsg.res_index + 1) for p in dsg.res[j].parameters())
+    assert not any(p.requires_grad for p in dsg.generator.style.parameters())
+    assert not any(p.requires_grad for p in dsg.style.parameters())  # T_s drives only the encoder's ModRes
+    assert_trainable_parameters_get_gradients(plain, 32)
     plain.configure_trainable({**flags, "modres": True, "content": True})
     assert_trainable_parameters_get_gradients(plain, 32)
+    # the CPU recipe trains every group from scratch: everything trainable must still get a gradient
+    everything = tiny_generator(in_size=64, motion_size=64)
+    everything.configure_trainable(dict.fromkeys(TRAIN_GROUPS, True))
+    assert_trainable_parameters_get_gradients(everything, 64)
     with_art = tiny_generator()
     with_art.configure_trainable({**flags, "modres": True})
-    assert trainable(with_art) == {f"res.{n}" for n, _ in with_art.res.named_parameters()}
+    # the encoder's ModRes, less slot 0 (encoder block j is followed by res[j + 1])
+    assert trainable(with_art) == {f"res.{n}" for n, _ in with_art.res.named_parameters() if not n.startswith("0.")}
+    assert_trainable_parameters_get_gradients(with_art, 32)
 
 
 def test_repeats_equal_repeated_inputs():

@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stylization.constants import LEFT_EYE, RIGHT_EYE
+
 CROP_SCALE = 1.93
 CROP_SHIFT = 0.044
 
@@ -40,7 +42,7 @@ def face_crop(image: np.ndarray, landmarks: np.ndarray, size: int, scale: float 
 
 def ffhq_align(image: np.ndarray, landmarks: np.ndarray, size: int = 256) -> np.ndarray:
     """FFHQ alignment: an oriented square from the eye centres and mouth corners, resampled to size."""
-    eye_l, eye_r = landmarks[36:42].mean(0), landmarks[42:48].mean(0)
+    eye_l, eye_r = landmarks[list(RIGHT_EYE)].mean(0), landmarks[list(LEFT_EYE)].mean(0)
     mouth = (landmarks[48] + landmarks[54]) / 2
     eye_avg = (eye_l + eye_r) / 2
     eye_to_eye, eye_to_mouth = eye_r - eye_l, mouth - eye_avg

@@ -17,11 +17,9 @@ import os
 
 import numpy as np
 
+from stylization.constants import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from stylization.errors import DataError
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 N_FFT, HOP, WIN, N_MELS = 800, 200, 800, 80
 FMIN, FMAX = 55.0, 7600.0
 PREEMPHASIS = 0.97

@@ -15,26 +15,19 @@ from typing import Union
 import numpy as np
 import torch
 
+# The layout is written in stylization.constants; SEMANTIC_DIM and WINDOW_FRAMES stay importable from here.
+from stylization.constants import (  # noqa: F401
+    COEFF_DIM,
+    COEFF_SLICES,
+    RECON_DIM,
+    SEMANTIC_DIM,
+    SEMANTIC_PARTS,
+    WINDOW_FRAMES,
+    WINDOW_RADIUS,
+)
 from stylization.errors import DataError
 
 Array = Union[np.ndarray, torch.Tensor]
-
-COEFF_SLICES: dict[str, slice] = {
-    "id": slice(0, 80),
-    "exp": slice(80, 144),
-    "tex": slice(144, 224),
-    "angle": slice(224, 227),  # radians, (pitch x, yaw y, roll z)
-    "gamma": slice(227, 254),  # spherical-harmonics lighting, 3 x 9
-    "trans": slice(254, 257),  # BFM units, camera at z = 10
-    "crop": slice(257, 260),  # (s, tx, ty) of the 224 alignment crop
-}
-RECON_DIM = 257  # what Deep3DFaceRecon predicts
-COEFF_DIM = 260  # RECON_DIM + crop parameters, the stored per-frame row
-ID_DIM, EXP_DIM = 80, 64
-SEMANTIC_PARTS = ("exp", "angle", "trans", "crop")
-SEMANTIC_DIM = 73
-WINDOW_RADIUS = 13
-WINDOW_FRAMES = 2 * WINDOW_RADIUS + 1  # 27
 
 
 def _cat(parts: list[Array]) -> Array:

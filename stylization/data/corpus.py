@@ -26,8 +26,9 @@ from typing import Iterable
 
 import numpy as np
 
-from stylization.data.audio import SAMPLES_PER_FRAME, load_audio
-from stylization.data.coeffs import COEFF_DIM, validate_coeffs
+from stylization.constants import COEFF_DIM, FPS, N_LANDMARKS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from stylization.data.audio import load_audio
+from stylization.data.coeffs import validate_coeffs
 from stylization.errors import DataError
 
 INDEX_NAME = "index.jsonl"
@@ -143,8 +144,9 @@ class Corpus:
         """float32 [T, 68, 2], pixels of the stored frames."""
         path = self.path(rec, "landmarks")
         arr = _load_npy(path)
-        if arr.shape != (rec.n_frames, 68, 2):
-            raise DataError(f"expected landmarks of shape [{rec.n_frames}, 68, 2], got {list(arr.shape)}", path)
+        if arr.shape != (rec.n_frames, N_LANDMARKS, 2):
+            raise DataError(f"expected landmarks of shape [{rec.n_frames}, {N_LANDMARKS}, 2], got {list(arr.shape)}",
+                            path)
         return arr.astype(np.float32, copy=False)
 
     def load_audio(self, rec: ClipRecord) -> np.ndarray:
@@ -166,10 +168,10 @@ class Corpus:
             if coeffs.shape != (rec.n_frames, COEFF_DIM):
                 return f"coeffs.npy has shape {list(coeffs.shape)}, index says [{rec.n_frames}, {COEFF_DIM}]"
             lm = np.load(self.path(rec, "landmarks"), mmap_mode="r")
-            if lm.shape != (rec.n_frames, 68, 2):
-                return f"landmarks.npy has shape {list(lm.shape)}, index says [{rec.n_frames}, 68, 2]"
+            if lm.shape != (rec.n_frames, N_LANDMARKS, 2):
+                return f"landmarks.npy has shape {list(lm.shape)}, index says [{rec.n_frames}, {N_LANDMARKS}, 2]"
             info = soundfile.info(self.path(rec, "audio"))
-            audio_frames = info.frames * 16000 / info.samplerate / SAMPLES_PER_FRAME
+            audio_frames = info.frames * SAMPLE_RATE / info.samplerate / SAMPLES_PER_FRAME
             if audio_frames < rec.n_frames - 1:
                 return f"audio covers {audio_frames:.1f} frames, index says {rec.n_frames}"
         except Exception as exc:  # a damaged file: report it, never crash the scan
@@ -217,7 +219,7 @@ def write_clip(
     landmarks: np.ndarray,
     audio: np.ndarray,
     frames: np.ndarray,
-    fps: float = 25.0,
+    fps: float = float(FPS),
     extra_files: dict[str, str] | None = None,
 ) -> ClipRecord:
     """Write one clip's standard files under ``root/clips/<clip_id>/`` and return its record.
@@ -232,8 +234,9 @@ def write_clip(
 
     n = len(coeffs)
     validate_coeffs(coeffs, clip_id, n_frames=n)
-    if np.asarray(coeffs).shape[1] != COEFF_DIM or landmarks.shape != (n, 68, 2) or len(frames) != n:
-        raise ValueError(f"clip {clip_id}: coeffs [T, 260], landmarks [T, 68, 2] and T frames must agree")
+    if np.asarray(coeffs).shape[1] != COEFF_DIM or landmarks.shape != (n, N_LANDMARKS, 2) or len(frames) != n:
+        raise ValueError(f"clip {clip_id}: coeffs [T, {COEFF_DIM}], landmarks [T, {N_LANDMARKS}, 2] and T frames "
+                         "must agree")
     rel = os.path.join("clips", clip_id)
     directory = os.path.join(os.fspath(root), rel)
     os.makedirs(directory, exist_ok=True)

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stylization.constants import COEFF_SLICES, LEFT_EYE, RIGHT_EYE
 from stylization.data.audio import mel_windows, melspectrogram
-from stylization.data.coeffs import COEFF_SLICES, semantic_windows
+from stylization.data.coeffs import semantic_windows
 from stylization.data.corpus import ClipRecord, Corpus
 from stylization.data.video import read_video
 from stylization.errors import DataError
@@ -47,7 +48,7 @@ def eye_openness(landmarks: np.ndarray) -> np.ndarray:
         vertical = np.linalg.norm(p[..., 1, :] - p[..., 5, :], axis=-1) + np.linalg.norm(p[..., 2, :] - p[..., 4, :], axis=-1)
         return vertical / (2 * np.linalg.norm(p[..., 0, :] - p[..., 3, :], axis=-1) + 1e-8)
 
-    return 0.5 * (ear(landmarks[..., 36:42, :]) + ear(landmarks[..., 42:48, :]))
+    return 0.5 * (ear(landmarks[..., list(RIGHT_EYE), :]) + ear(landmarks[..., list(LEFT_EYE), :]))
 
 
 def blink_values(landmarks: np.ndarray) -> np.ndarray:

@@ -30,22 +30,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from stylization.constants import (
+    BROWS,
+    COEFF_SLICES,
+    EXP_DIM,
+    EYES,
+    ID_DIM,
+    INNER_LIPS,
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    LIP_OPENING_PAIRS,
+    MOUTH,
+    N_LANDMARKS,
+    NOSE,
+    NOSE_BASE,
+    NOSE_BRIDGE,
+    OUTER_LIPS,
+    RECON_CROP_SIZE,
+    RIGHT_BROW,
+    RIGHT_EYE,
+)
 from stylization.errors import DataError
 
-N_KEYPOINTS = 68
-FOCAL, CENTER, CAMERA_DISTANCE = 1015.0, 112.0, 10.0
-CROP_SIZE = 224
-
-JAW = tuple(range(0, 17))
-BROWS = tuple(range(17, 27))
-NOSE = tuple(range(27, 36))
-EYES = tuple(range(36, 48))
-RIGHT_EYE, LEFT_EYE = tuple(range(36, 42)), tuple(range(42, 48))  # the subject's right / left
-OUTER_LIPS = tuple(range(48, 60))
-INNER_LIPS = tuple(range(60, 68))
-MOUTH = OUTER_LIPS + INNER_LIPS
-# Pairs whose distance measures how far the lips are apart (outer 51-57, inner 62-66).
-LIP_OPENING_PAIRS = ((51, 57), (62, 66))
+FOCAL, CENTER, CAMERA_DISTANCE = 1015.0, 112.0, 10.0  # Deep3DFaceRecon's camera: px, px of the 224 crop, BFM units
 
 
 class FaceModel(nn.Module):
@@ -59,10 +67,10 @@ class FaceModel(nn.Module):
 
     def __init__(self, mean_keypoints: torch.Tensor, id_basis: torch.Tensor, exp_basis: torch.Tensor):
         super().__init__()
-        if mean_keypoints.shape != (N_KEYPOINTS, 3):
+        if mean_keypoints.shape != (N_LANDMARKS, 3):
             raise ValueError(f"mean_keypoints must be [68, 3], got {list(mean_keypoints.shape)}")
         for name, basis in (("id_basis", id_basis), ("exp_basis", exp_basis)):
-            if basis.ndim != 3 or basis.shape[:2] != (N_KEYPOINTS, 3):
+            if basis.ndim != 3 or basis.shape[:2] != (N_LANDMARKS, 3):
                 raise ValueError(f"{name} must be [68, 3, K], got {list(basis.shape)}")
         self.register_buffer("mean_keypoints", mean_keypoints.float())
         self.register_buffer("id_basis", id_basis.float())
@@ -86,17 +94,17 @@ class FaceModel(nn.Module):
         rot = rotation_matrix(angle)
         return torch.einsum("...ij,...pj->...pi", rot, self.keypoints_3d(id_coeff, exp_coeff)) + trans[..., None, :]
 
-    def landmarks(self, id_coeff, exp_coeff, angle, trans, image_size: float = CROP_SIZE) -> torch.Tensor:
+    def landmarks(self, id_coeff, exp_coeff, angle, trans, image_size: float = RECON_CROP_SIZE) -> torch.Tensor:
         """Projected landmarks [..., 68, 2] in pixels (x right, y down) of an image_size crop."""
         return project(self.posed_keypoints(id_coeff, exp_coeff, angle, trans), image_size)
 
-    def landmarks_from_coeffs(self, coeffs: torch.Tensor, image_size: float = CROP_SIZE) -> torch.Tensor:
+    def landmarks_from_coeffs(self, coeffs: torch.Tensor, image_size: float = RECON_CROP_SIZE) -> torch.Tensor:
         """[..., 257 or 260] coefficients -> [..., 68, 2] landmarks (see :meth:`landmarks`)."""
         return self.landmarks(
-            coeffs[..., 0:80][..., : self.id_dim],
-            coeffs[..., 80:144][..., : self.exp_dim],
-            coeffs[..., 224:227],
-            coeffs[..., 254:257],
+            coeffs[..., COEFF_SLICES["id"]][..., : self.id_dim],
+            coeffs[..., COEFF_SLICES["exp"]][..., : self.exp_dim],
+            coeffs[..., COEFF_SLICES["angle"]],
+            coeffs[..., COEFF_SLICES["trans"]],
             image_size,
         )
 
@@ -112,12 +120,12 @@ def rotation_matrix(angle: torch.Tensor) -> torch.Tensor:
     return rz @ ry @ rx
 
 
-def project(points: torch.Tensor, image_size: float = CROP_SIZE) -> torch.Tensor:
+def project(points: torch.Tensor, image_size: float = RECON_CROP_SIZE) -> torch.Tensor:
     """World points [..., N, 3] -> pixels [..., N, 2] (y down) of an image_size crop."""
     depth = CAMERA_DISTANCE - points[..., 2:3]
     xy_up = FOCAL * points[..., :2] / depth + CENTER
-    xy = torch.stack([xy_up[..., 0], (CROP_SIZE - 1) - xy_up[..., 1]], -1)
-    return xy * (image_size / CROP_SIZE)
+    xy = torch.stack([xy_up[..., 0], (RECON_CROP_SIZE - 1) - xy_up[..., 1]], -1)
+    return xy * (image_size / RECON_CROP_SIZE)
 
 
 def lip_opening(keypoints: torch.Tensor) -> torch.Tensor:
@@ -162,7 +170,7 @@ def load_bfm(path: str | os.PathLike) -> FaceModel:
     if id_base.shape[0] != 3 * n_vertices or exp_base.shape[0] != 3 * n_vertices:
         raise DataError(f"idBase {id_base.shape} / exBase {exp_base.shape} do not match {n_vertices} vertices", path)
     keypoints = np.asarray(mat["keypoints"]).reshape(-1).astype(np.int64) - 1
-    if keypoints.shape != (N_KEYPOINTS,) or keypoints.min() < 0 or keypoints.max() >= n_vertices:
+    if keypoints.shape != (N_LANDMARKS,) or keypoints.min() < 0 or keypoints.max() >= n_vertices:
         raise DataError(f"keypoints must be 68 vertex indices (1-based) below {n_vertices}", path)
     mean = mean - mean.mean(axis=0, keepdims=True)
     id_kp = id_base.reshape(n_vertices, 3, -1)[keypoints]
@@ -201,40 +209,42 @@ IDENTITY_COMPONENTS = (
 
 def _stand_in_mean() -> np.ndarray:
     """[68, 3] mean keypoints in BFM-like units (x right, y up, z towards the camera)."""
-    pts = np.zeros((N_KEYPOINTS, 3))
+    pts = np.zeros((N_LANDMARKS, 3))
     # Jaw 0..16: a squarish arc from the right temple (image left) under the chin to the left.
     phi = np.linspace(math.radians(172), math.radians(368), 17)
     c, s = np.cos(phi), np.sin(phi)
-    pts[0:17, 0] = 0.74 * np.sign(c) * np.abs(c) ** 0.8
-    pts[0:17, 1] = 0.08 + 0.98 * np.sign(s) * np.abs(s) ** 1.15
-    pts[0:17, 2] = 0.05 - 0.45 * (pts[0:17, 0] / 0.74) ** 2
+    jaw, brows, eyes, mouth = list(JAW), list(BROWS), list(EYES), list(MOUTH)
+    pts[jaw, 0] = 0.74 * np.sign(c) * np.abs(c) ** 0.8
+    pts[jaw, 1] = 0.08 + 0.98 * np.sign(s) * np.abs(s) ** 1.15
+    pts[jaw, 2] = 0.05 - 0.45 * (pts[jaw, 0] / 0.74) ** 2
     # Brows 17..21 (subject's right, image left) and 22..26, arched.
     t = np.linspace(0.0, 1.0, 5)
     brow_x = -0.62 + 0.48 * t
     brow_y = 0.36 + 0.07 * np.sin(np.pi * (0.25 + 0.75 * t))
-    pts[17:22, 0], pts[17:22, 1] = brow_x, brow_y
-    pts[22:27, 0], pts[22:27, 1] = -brow_x[::-1], brow_y[::-1]
+    pts[list(RIGHT_BROW), 0], pts[list(RIGHT_BROW), 1] = brow_x, brow_y
+    pts[list(LEFT_BROW), 0], pts[list(LEFT_BROW), 1] = -brow_x[::-1], brow_y[::-1]
     # Nose bridge 27..30 and base 31..35.
-    pts[27:31, 1] = np.linspace(0.27, -0.12, 4)
-    pts[27:31, 2] = np.linspace(0.22, 0.46, 4)
-    pts[31:36, 0] = np.linspace(-0.15, 0.15, 5)
-    pts[31:36, 1] = -0.19 - 0.03 * (1 - np.abs(np.linspace(-1, 1, 5)))
-    pts[31:36, 2] = 0.33 - 0.5 * pts[31:36, 0] ** 2
+    bridge, base = list(NOSE_BRIDGE), list(NOSE_BASE)
+    pts[bridge, 1] = np.linspace(0.27, -0.12, 4)
+    pts[bridge, 2] = np.linspace(0.22, 0.46, 4)
+    pts[base, 0] = np.linspace(-0.15, 0.15, 5)
+    pts[base, 1] = -0.19 - 0.03 * (1 - np.abs(np.linspace(-1, 1, 5)))
+    pts[base, 2] = 0.33 - 0.5 * pts[base, 0] ** 2
     # Eyes: corner, two upper lid points, corner, two lower lid points.
     eye = np.array([[-0.13, 0.0], [-0.05, 0.045], [0.05, 0.045], [0.13, 0.0], [0.05, -0.04], [-0.05, -0.04]])
-    pts[36:42, :2] = eye + [-0.32, 0.2]
+    pts[list(RIGHT_EYE), :2] = eye + [-0.32, 0.2]
     # The left eye mirrors the right in iBUG order: 42 inner corner, 43-44 upper, 45 outer corner.
-    pts[42:48, 0] = -pts[[39, 38, 37, 36, 41, 40], 0]
-    pts[42:48, 1] = pts[[39, 38, 37, 36, 41, 40], 1]
+    pts[list(LEFT_EYE), 0] = -pts[[39, 38, 37, 36, 41, 40], 0]
+    pts[list(LEFT_EYE), 1] = pts[[39, 38, 37, 36, 41, 40], 1]
     # Outer lips 48..59 (48 right corner, 51 upper centre, 54 left corner, 57 lower centre).
     outer = [(-0.25, -0.45), (-0.16, -0.405), (-0.06, -0.375), (0.0, -0.385), (0.06, -0.375), (0.16, -0.405),
              (0.25, -0.45), (0.16, -0.52), (0.07, -0.55), (0.0, -0.555), (-0.07, -0.55), (-0.16, -0.52)]
     inner = [(-0.21, -0.45), (-0.08, -0.445), (0.0, -0.446), (0.08, -0.445),
              (0.21, -0.45), (0.08, -0.455), (0.0, -0.454), (-0.08, -0.455)]
-    pts[48:60, :2], pts[60:68, :2] = outer, inner
-    pts[36:48, 2] = 0.14 - 0.35 * pts[36:48, 0] ** 2
-    pts[17:27, 2] = 0.2 - 0.35 * pts[17:27, 0] ** 2
-    pts[48:68, 2] = 0.3 - 0.8 * pts[48:68, 0] ** 2
+    pts[list(OUTER_LIPS), :2], pts[list(INNER_LIPS), :2] = outer, inner
+    pts[eyes, 2] = 0.14 - 0.35 * pts[eyes, 0] ** 2
+    pts[brows, 2] = 0.2 - 0.35 * pts[brows, 0] ** 2
+    pts[mouth, 2] = 0.3 - 0.8 * pts[mouth, 0] ** 2
     return pts
 
 
@@ -245,8 +255,8 @@ def _displace(field: np.ndarray, idx, dx=0.0, dy=0.0, dz=0.0, weight=1.0) -> Non
 
 
 def _stand_in_expression_basis(mean: np.ndarray, n_components: int, rng: np.random.Generator) -> np.ndarray:
-    basis = np.zeros((N_KEYPOINTS, 3, n_components))
-    named = [np.zeros((N_KEYPOINTS, 3)) for _ in EXPRESSION_COMPONENTS]
+    basis = np.zeros((N_LANDMARKS, 3, n_components))
+    named = [np.zeros((N_LANDMARKS, 3)) for _ in EXPRESSION_COMPONENTS]
     upper_lids, lower_lids = (37, 38, 43, 44), (40, 41, 46, 47)
     corners, inner_corners = (48, 54), (60, 64)
     lower_outer, lower_inner = (55, 56, 57, 58, 59), (65, 66, 67)
@@ -329,11 +339,11 @@ def _smooth_field(mean: np.ndarray, rng: np.random.Generator, scale: float) -> n
 
 
 def _stand_in_identity_basis(mean: np.ndarray, n_components: int, rng: np.random.Generator) -> np.ndarray:
-    basis = np.zeros((N_KEYPOINTS, 3, n_components))
+    basis = np.zeros((N_LANDMARKS, 3, n_components))
     x, y = mean[:, 0], mean[:, 1]
     lower = np.clip(-(y + 0.1), 0, None)
     eye_c = np.where(x < 0, -0.32, 0.32)
-    named = [np.zeros((N_KEYPOINTS, 3)) for _ in IDENTITY_COMPONENTS]
+    named = [np.zeros((N_LANDMARKS, 3)) for _ in IDENTITY_COMPONENTS]
     named[0][:, 0] = 0.05 * x  # face_width
     named[1][:, 1] = 0.06 * np.minimum(y, 0)  # face_length
     named[2][list(JAW), 0] = 0.06 * x[list(JAW)] * lower[list(JAW)]  # jaw_width
@@ -355,7 +365,7 @@ def _stand_in_identity_basis(mean: np.ndarray, n_components: int, rng: np.random
     return basis
 
 
-def stand_in_face_model(id_dim: int = 80, exp_dim: int = 64, seed: int = 0) -> FaceModel:
+def stand_in_face_model(id_dim: int = ID_DIM, exp_dim: int = EXP_DIM, seed: int = 0) -> FaceModel:
     """Our deterministic stand-in for the BFM keypoints (same interface, same dimensions).
 
     Expression components 0..15 are the named actions of :data:`EXPRESSION_COMPONENTS`,

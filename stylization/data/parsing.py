@@ -14,7 +14,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-N_CLASSES = 19
+from stylization.constants import (BROWS, INNER_LIPS, JAW, LEFT_BROW, LEFT_EYE, NOSE_BASE, NOSE_BRIDGE, RIGHT_BROW,
+                                   RIGHT_EYE)
+from stylization.constants import PARSING_CLASSES as N_CLASSES  # the name this module has always exported
+
 SKIN, BROW_A, BROW_B, EYE_A, EYE_B, NOSE, MOUTH, UPPER_LIP, LOWER_LIP = 1, 2, 3, 4, 5, 10, 11, 12, 13
 LOGIT_SCALE = 16.0  # one-hot · 16, so that parsing / 16 (VToonify's input scaling) is one-hot
 
@@ -27,20 +30,20 @@ def landmark_labels(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.
     """landmarks [68, 2] (x, y pixels; multiplied by ``scale``) -> label map uint8 [size, size]."""
     p = np.asarray(landmarks, np.float64) * scale
     labels = np.zeros((size, size), np.uint8)
-    jaw = p[0:17]
-    brows = p[17:27]
+    jaw = p[list(JAW)]
+    brows = p[list(BROWS)]
     lift = 0.35 * (jaw[8, 1] - brows[:, 1].min())  # forehead height above the brows
     forehead = brows[::-1] - np.array([0.0, lift])
     _poly(labels, np.concatenate([jaw, forehead]), SKIN)
-    _poly(labels, cv2.convexHull(p[[27, 31, 32, 33, 34, 35]].astype(np.float32))[:, 0], NOSE)
+    _poly(labels, cv2.convexHull(p[[NOSE_BRIDGE[0], *NOSE_BASE]].astype(np.float32))[:, 0], NOSE)
     width = max(1, int(round(0.04 * (jaw[16, 0] - jaw[0, 0]))))
-    for pts, label in ((p[17:22], BROW_A), (p[22:27], BROW_B)):
+    for pts, label in ((p[list(RIGHT_BROW)], BROW_A), (p[list(LEFT_BROW)], BROW_B)):
         cv2.polylines(labels, [np.round(pts * 4).astype(np.int32)], False, label, thickness=width, shift=2)
-    _poly(labels, p[36:42], EYE_A)
-    _poly(labels, p[42:48], EYE_B)
+    _poly(labels, p[list(RIGHT_EYE)], EYE_A)
+    _poly(labels, p[list(LEFT_EYE)], EYE_B)
     _poly(labels, np.concatenate([p[48:55], p[64:59:-1]]), UPPER_LIP)
     _poly(labels, np.concatenate([p[54:60], p[48:49], p[60:61], p[67:63:-1]]), LOWER_LIP)
-    _poly(labels, p[60:68], MOUTH)
+    _poly(labels, p[list(INNER_LIPS)], MOUTH)
     return labels
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stylization.constants import INNER_LIP_PAIRS, N_LANDMARKS, SEMANTIC_DIM
 from stylization.data.coeffs import semantic_windows
 from stylization.data.corpus import Corpus
 from stylization.data.datasets import _LRU
@@ -76,7 +77,8 @@ SOURCE_FRAMES = ("random", "first", "closed_mouth")
 
 def closed_mouth_frame(landmarks: np.ndarray) -> int:
     """Landmarks [T, 68, 2] -> the frame whose inner lips (61-63 over 67-65) are closest together."""
-    gap = np.linalg.norm(np.asarray(landmarks[:, 61:64], np.float32) - np.asarray(landmarks[:, 67:64:-1], np.float32),
+    upper, lower = [a for a, _ in INNER_LIP_PAIRS], [b for _, b in INNER_LIP_PAIRS]
+    gap = np.linalg.norm(np.asarray(landmarks[:, upper], np.float32) - np.asarray(landmarks[:, lower], np.float32),
                          axis=-1).mean(-1)
     return int(np.argmin(gap))
 
@@ -190,7 +192,7 @@ class RenderPairDataset(Dataset):
             "style_index": self.styles.index(style),
             "source": identity["source"],
             "art": inputs.art(self._picture(art_path)),
-            "semantic": torch.from_numpy(semantic_windows(coeffs, frames.ravel())).reshape(k, f, 73, -1),
+            "semantic": torch.from_numpy(semantic_windows(coeffs, frames.ravel())).reshape(k, f, SEMANTIC_DIM, -1),
             "source_semantic": torch.from_numpy(semantic_windows(coeffs, np.array([source])))[0],
             "identity_face": identity["identity_face"],
         }
@@ -198,7 +200,7 @@ class RenderPairDataset(Dataset):
             item["source_parsing"] = identity["source_parsing"]
         item["target_real"] = inputs.frames(video[frames])
         item["target_landmarks"] = torch.from_numpy(np.asarray(landmarks[frames.ravel()], np.float32)
-                                                    * (o / video.shape[1])).reshape(k, f, 68, 2)
+                                                    * (o / video.shape[1])).reshape(k, f, N_LANDMARKS, 2)
         if self.targets == "corpus":
             styled = self._video(ci, f"style_{style}")
             item["target"] = to_tensor(np.stack([[resize(styled[t], o) for t in run] for run in frames]))

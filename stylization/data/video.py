@@ -19,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from stylization.data.audio import FPS, SAMPLE_RATE
+from stylization.constants import FPS, SAMPLE_RATE
 from stylization.errors import DataError
 
 AAC_SAMPLE_RATE = 48000  # AAC frames are 1024 samples: 21 ms at 48 kHz, under one video frame

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from stylization.data.face_model import MOUTH
+from stylization.constants import COEFF_SLICES, FACE_CROP_SIZE, MOUTH
 
 
 def landmark_distance(pred: torch.Tensor, target: torch.Tensor, points=None) -> torch.Tensor:
@@ -29,7 +29,7 @@ def f_lmd(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def expression_landmark_errors(face_model, coeffs: torch.Tensor, exp_pred: torch.Tensor,
-                               image_size: float = 256.0) -> dict[str, torch.Tensor]:
+                               image_size: float = float(FACE_CROP_SIZE)) -> dict[str, torch.Tensor]:
     """M-LMD and F-LMD of a predicted expression against the true one, in pixels of an image_size frame.
 
     ``coeffs`` [..., 260] supply identity, pose and the true expression; ``exp_pred`` [..., 64]
@@ -37,7 +37,7 @@ def expression_landmark_errors(face_model, coeffs: torch.Tensor, exp_pred: torch
     """
     face_model = face_model.to(coeffs.device)
     pred = coeffs.clone()
-    pred[..., 80:144] = exp_pred.to(coeffs.dtype)
+    pred[..., COEFF_SLICES["exp"]] = exp_pred.to(coeffs.dtype)
     lm_pred = face_model.landmarks_from_coeffs(pred, image_size)
     lm_true = face_model.landmarks_from_coeffs(coeffs, image_size)
     return {"m_lmd": m_lmd(lm_pred, lm_true), "f_lmd": f_lmd(lm_pred, lm_true)}

@@ -19,15 +19,14 @@ from collections.abc import Sequence
 
 import torch
 
+from stylization.constants import MOUTH
 from stylization.metrics.image import psnr
-
-MOUTH_POINTS = slice(48, 68)  # the outer and inner lips of the 68-point layout
 
 
 def mouth_boxes(landmarks: torch.Tensor, size: int, scale: float = 1.5) -> torch.Tensor:
     """[N, 68, 2] pixels -> [N, 4] integer boxes (x0, y0, x1, y1) around landmarks 48-67, ``scale`` times
     their extent, clipped to the ``size`` frame."""
-    mouth = landmarks[:, MOUTH_POINTS].float()
+    mouth = landmarks[:, list(MOUTH)].float()
     lo, hi = mouth.amin(1), mouth.amax(1)
     centre, half = (lo + hi) / 2, (hi - lo).amax(1, keepdim=True) * scale / 2 + 1
     x0y0 = (centre - half).floor().clamp(0, size - 1)

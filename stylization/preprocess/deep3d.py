@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from stylization.constants import RECON_CROP_SIZE
 from stylization.errors import CheckpointError
 
 RESCALE = 102.0
-TARGET = 224
 
 
 def five_points(lm68: np.ndarray) -> np.ndarray:
@@ -46,10 +46,10 @@ def align(image: np.ndarray, lm68: np.ndarray, lm3d5: np.ndarray) -> tuple[np.nd
     t, s = pos_fit(five_points(lm), lm3d5)
     s = RESCALE / s
     w, h = int(w0 * s), int(h0 * s)
-    left = int(w / 2 - TARGET / 2 + (t[0] - w0 / 2) * s)
-    up = int(h / 2 - TARGET / 2 + (h0 / 2 - t[1]) * s)
+    left = int(w / 2 - RECON_CROP_SIZE / 2 + (t[0] - w0 / 2) * s)
+    up = int(h / 2 - RECON_CROP_SIZE / 2 + (h0 / 2 - t[1]) * s)
     resized = Image.fromarray(image).resize((w, h), resample=Image.BICUBIC)
-    crop = np.asarray(resized.crop((left, up, left + TARGET, up + TARGET)))
+    crop = np.asarray(resized.crop((left, up, left + RECON_CROP_SIZE, up + RECON_CROP_SIZE)))
     return crop, np.array([w0, h0, s, t[0], t[1]], np.float64)
 
 

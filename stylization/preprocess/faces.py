@@ -19,10 +19,6 @@ import numpy as np
 
 from stylization.errors import ConfigError, DataError
 
-# The side of the content crop a user's face is read at: the corpus's frame size (FOMM-style
-# crops resized to 256²); the landmark fit and the Style-A input builder take it from here.
-CROP_PIXELS = 256
-
 
 @dataclass
 class Face:

@@ -14,8 +14,8 @@ import copy
 import numpy as np
 import torch
 
-from stylization.data.coeffs import COEFF_DIM, COEFF_SLICES
-from stylization.data.face_model import CROP_SIZE, FaceModel
+from stylization.constants import COEFF_DIM, COEFF_SLICES, RECON_CROP_SIZE
+from stylization.data.face_model import FaceModel
 
 
 def fit_coefficients(face_model: FaceModel, landmarks: np.ndarray, size: int, steps: int = 60,
@@ -27,7 +27,7 @@ def fit_coefficients(face_model: FaceModel, landmarks: np.ndarray, size: int, st
     when the fit raises.
     """
     fm = copy.deepcopy(face_model).double()
-    target = torch.as_tensor(np.asarray(landmarks, np.float64) * (CROP_SIZE / size))
+    target = torch.as_tensor(np.asarray(landmarks, np.float64) * (RECON_CROP_SIZE / size))
     ident = torch.zeros(fm.id_dim, dtype=torch.float64, requires_grad=True)
     exp = torch.zeros(fm.exp_dim, dtype=torch.float64, requires_grad=True)
     angle = torch.zeros(3, dtype=torch.float64, requires_grad=True)
@@ -59,5 +59,5 @@ def fit_coefficients(face_model: FaceModel, landmarks: np.ndarray, size: int, st
     row[COEFF_SLICES["exp"]][: fm.exp_dim] = exp.detach().numpy()
     row[COEFF_SLICES["angle"]] = angle.detach().numpy()
     row[COEFF_SLICES["trans"]] = trans.detach().numpy()
-    row[COEFF_SLICES["crop"]] = (size / CROP_SIZE, 0.0, 0.0)
+    row[COEFF_SLICES["crop"]] = (size / RECON_CROP_SIZE, 0.0, 0.0)
     return row

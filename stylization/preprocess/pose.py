@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from stylization.data.coeffs import COEFF_DIM, COEFF_SLICES, validate_coeffs
+from stylization.constants import COEFF_DIM, COEFF_SLICES, FPS
+from stylization.data.coeffs import validate_coeffs
 from stylization.data.face_model import FaceModel
-from stylization.data.video import FPS
 from stylization.errors import ConfigError, DataError
 
 POSE_MOTIONS = ("still", "gentle")

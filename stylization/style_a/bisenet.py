@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_CLASSES = 19
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from stylization.constants import IMAGENET_MEAN, IMAGENET_STD, PARSING_CLASSES
 
 
 class ConvBNReLU(nn.Module):
@@ -93,7 +92,7 @@ class SegmentationHead(nn.Module):
 
 
 class BiSeNet(nn.Module):
-    def __init__(self, n_classes: int = N_CLASSES):
+    def __init__(self, n_classes: int = PARSING_CLASSES):
         super().__init__()
         self.cp = ContextPath()
         self.ffm = FeatureFusion(256, 256)

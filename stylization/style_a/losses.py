@@ -29,14 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylization.constants import IMAGENET_MEAN, IMAGENET_STD
 from stylization.errors import ConfigError
 from stylization.metrics.mouth import mouth_boxes
 from stylization.style_a.motion import warp
 
 VGG19_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu5_1": 29}  # indices in features
 DEFAULT_LAYER_WEIGHTS = {"relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylization.constants import SEMANTIC_DIM
+
 
 class MappingNet(nn.Module):
     """Coefficient windows [B, 73, 27] -> motion descriptors [B, 256]."""
 
-    def __init__(self, coeff_nc: int = 73, descriptor_nc: int = 256, layers: int = 3):
+    def __init__(self, coeff_nc: int = SEMANTIC_DIM, descriptor_nc: int = 256, layers: int = 3):
         super().__init__()
         self.first = nn.Sequential(nn.Conv1d(coeff_nc, descriptor_nc, kernel_size=7))
         self.layers = layers
@@ -163,7 +165,7 @@ class WarpingNet(nn.Module):
 class MotionGenerator(nn.Module):
     """PIRenderer's mapping + warping nets: (source image, 73×27 window) -> flow [B, 2, 64, 64] at 256."""
 
-    def __init__(self, coeff_nc=73, descriptor_nc=256, mapping_layers=3, image_nc=3, base_nc=32, max_nc=256,
+    def __init__(self, coeff_nc=SEMANTIC_DIM, descriptor_nc=256, mapping_layers=3, image_nc=3, base_nc=32, max_nc=256,
                  encoder_layers=5, decoder_layers=3):
         super().__init__()
         self.mapping_net = MappingNet(coeff_nc, descriptor_nc, mapping_layers)

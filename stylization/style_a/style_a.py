@@ -29,12 +29,14 @@ which come from StyleHEAT's ``net_G_ema`` through :data:`STYLEHEAT_RENAMES`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylization.constants import SEMANTIC_DIM
 from stylization.style_a.motion import MotionGenerator, warp
 from stylization.style_a.refinement import Refinement
 from stylization.style_a.vtoonify import VToonifyD
@@ -126,7 +128,7 @@ class StyleAGenerator(VToonifyD):
             raise ValueError(f"out_size must be at least 128 (the generator warps at 64×64), got {out_size}")
         if refine_input not in ("pre_warp", "warped"):
             raise ValueError(f"refine_input must be 'pre_warp' or 'warped', got {refine_input!r}")
-        self.motion = MotionGenerator(73, descriptor_nc, mapping_layers, 3, motion_base_nc, motion_max_nc,
+        self.motion = MotionGenerator(SEMANTIC_DIM, descriptor_nc, mapping_layers, 3, motion_base_nc, motion_max_nc,
                                       motion_encoder_layers, motion_decoder_layers)
         channels_64 = self.generator.generator.channels[64]
         self.refinement = Refinement(channels_64, 64, refinement_width, descriptor_nc) if refinement else None
@@ -208,8 +210,10 @@ class StyleAGenerator(VToonifyD):
         * the fusion stages at and above ``fuse_levels`` (the "w/o skip connections" ablation);
         * with ``in_size == out_size``, the top fusion's RGB skip (its feature enters ``out`` only)
           and any fusion above it;
-        * with ``art_path=False``, the encoder's ModRes blocks and DualStyleGAN's colour transforms
-          (the latent layers above ``DualStyleGAN.res_index``).
+        * with ``art_path=False``, the encoder's ModRes blocks, the structure transform T_s that
+          drives them, and DualStyleGAN's colour transforms (the latent layers above
+          ``DualStyleGAN.res_index``);
+        * whatever VToonify-D's path never runs (:meth:`never_run`).
         """
         unknown, missing = sorted(set(flags) - set(TRAIN_GROUPS)), sorted(set(TRAIN_GROUPS) - set(flags))
         if unknown or missing:
@@ -235,3 +239,20 @@ class StyleAGenerator(VToonifyD):
             dsg = self.generator
             for j in range(dsg.res_index + 1, self.n_latent):
                 dsg.res[j].requires_grad_(False)
+            dsg.style.requires_grad_(False)  # T_s only drives the encoder's ModRes blocks
+        for module in self.never_run():
+            module.requires_grad_(False)
+
+    def never_run(self) -> list[nn.Module]:
+        """Parts of the VToonify-D layout its forward pass never runs (they exist so that official
+        files load strictly). :meth:`VToonifyD.synthesize` starts from the content encoder's 32×32
+        feature and takes W+ codes, so the StyleGAN2 constant input, its 4-32 px layers and RGB
+        outputs, its mapping network (it only maps exstyle Z+ codes, which stay in the pretrained W
+        space) and DualStyleGAN's own structure ModRes blocks (layers up to ``res_index``) never run;
+        nor do the encoder's ModRes slot 0 (``res[j + 1]`` follows encoder block j) and the slots past
+        ``num_res_layers``."""
+        dsg, g = self.generator, self.generator.generator
+        below_32 = 2 * (int(math.log2(32)) - 2)  # convs at 8, 16 and 32 px: synthesize() starts at convs[6]
+        used_res = len(self.encoder[-2])  # num_res_layers
+        return [g.style, g.input, g.conv1, g.to_rgb1, *g.convs[:below_32], *g.to_rgbs[:below_32 // 2],
+                *dsg.res[:dsg.res_index + 1], self.res[0], *self.res[used_res + 1:]]

@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylization.constants import PARSING_CLASSES
 from stylization.style_a.dualstylegan import AdaptiveInstanceNorm, AdaResBlock, DualStyleGAN
-
-PARSING_CHANNELS = 19
 
 
 class EncoderResBlock(nn.Module):
@@ -75,7 +74,7 @@ class VToonifyD(nn.Module):
         self.in_size = in_size
         stages = [2 ** i for i in range(int(math.log2(in_size)), 4, -1)]  # in_size .. 32
         self.encoder = nn.ModuleList([nn.Sequential(
-            nn.Conv2d(3 + PARSING_CHANNELS, 32, 3, 1, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(3 + PARSING_CLASSES, 32, 3, 1, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(32, ch[in_size], 3, 1, 1), nn.LeakyReLU(0.2))])
         for res in stages[:-1]:
             self.encoder.append(nn.Sequential(
@@ -95,7 +94,9 @@ class VToonifyD(nn.Module):
         dsg = self.generator
         style = style if style.ndim == 3 else style[:, None].expand(-1, dsg.n_latent, -1)
         structure = dsg.style(style.reshape(-1, style.shape[-1])).reshape(style.shape)
-        return structure, [style[:, j] if j < 7 else dsg.res[j](style[:, j]) for j in range(dsg.n_latent)]
+        # DualStyleGAN's res[j] up to res_index are ModRes blocks on features, not latent transforms:
+        # those layers keep the W+ code; the layers above pass it through the colour transform T_c.
+        return structure, [style[:, j] if j <= dsg.res_index else dsg.res[j](style[:, j]) for j in range(dsg.n_latent)]
 
     def encode(self, x: torch.Tensor, structure: torch.Tensor, degree: float):
         """Content encoder: x [B, 22, H, W] -> (features from 32×32 up to H, 32×32 feature, RGB skip)."""

@@ -16,14 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylization.data.coeffs import COEFF_SLICES
+from stylization.constants import COEFF_SLICES, FACE_CROP_SIZE
 from stylization.data.datasets import ClipWindowDataset
 from stylization.data.draw import landmark_canvas
 from stylization.data.face_model import build_face_model, lip_opening
 from stylization.engine.stage import StepContext, TrainingStage
 from stylization.metrics.landmarks import expression_landmark_errors
 
-METRIC_IMAGE_SIZE = 256  # landmark errors and drawings in pixels of a 256 x 256 frame, as the paper reports
 TRUE_COLOUR, PREDICTED_COLOUR = (0, 160, 0), (220, 0, 0)  # RGB of the drawn landmarks
 
 
@@ -81,7 +80,8 @@ class WindowStage(TrainingStage):
     def validation_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
         pred = self.predict(batch, ctx).float()
         out = self.validation_terms(pred, batch)
-        out.update(expression_landmark_errors(self.face_model, batch["coeffs"], pred, METRIC_IMAGE_SIZE))
+        # Landmark errors and drawings are in pixels of a 256 x 256 frame, as the paper reports them.
+        out.update(expression_landmark_errors(self.face_model, batch["coeffs"], pred, FACE_CROP_SIZE))
         return out
 
     def visualize(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -92,8 +92,9 @@ class WindowStage(TrainingStage):
         fm = self.face_model.to(coeffs.device)
         predicted = coeffs.clone()
         predicted[:, COEFF_SLICES["exp"]] = pred
-        true = fm.landmarks_from_coeffs(coeffs, METRIC_IMAGE_SIZE).cpu().numpy()
-        fake = fm.landmarks_from_coeffs(predicted, METRIC_IMAGE_SIZE).cpu().numpy()
+        true = fm.landmarks_from_coeffs(coeffs, FACE_CROP_SIZE).cpu().numpy()
+        fake = fm.landmarks_from_coeffs(predicted, FACE_CROP_SIZE).cpu().numpy()
         frames = np.linspace(0, len(true) - 1, min(8, len(true))).astype(int)
-        tiles = [landmark_canvas([true[i], fake[i]], [TRUE_COLOUR, PREDICTED_COLOUR], 128, 0.5) for i in frames]
+        tiles = [landmark_canvas([true[i], fake[i]], [TRUE_COLOUR, PREDICTED_COLOUR], 128, 128 / FACE_CROP_SIZE)
+                 for i in frames]
         return {"landmarks_true_vs_predicted": torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255.0}

@@ -28,8 +28,8 @@ import tempfile
 import numpy as np
 import torch
 
-from stylization.data.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, fit_to_frames
-from stylization.data.coeffs import COEFF_SLICES
+from stylization.constants import COEFF_DIM, COEFF_SLICES, EXP_DIM, FACE_CROP_SIZE, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from stylization.data.audio import fit_to_frames
 from stylization.data.corpus import ClipRecord, MEAD_EMOTIONS, write_clip, write_index
 from stylization.data.face_model import EXPRESSION_COMPONENTS, stand_in_face_model
 from stylization.data.synthetic.art import ART_STYLES, stylize
@@ -55,7 +55,7 @@ class CorpusSpec:
     speakers: int = 8
     clips: int = 2
     seconds: float = 3.0
-    resolution: int = 256
+    resolution: int = FACE_CROP_SIZE
     seed: int = 0
     workers: int = 2
     test_speakers: int | None = None
@@ -130,7 +130,7 @@ def clip_speech(job: ClipJob, speaker: Speaker, spec: CorpusSpec, rng: np.random
                         round(100 + (profile.amplitude - 100) * s))
     lead = np.zeros(int(rng.uniform(0.25, 0.45) * SAMPLE_RATE), np.float32)
     wav = np.concatenate([lead, speech])
-    n_frames = max(int(round(spec.seconds * 25)), -(-wav.size // SAMPLES_PER_FRAME) + 8)
+    n_frames = max(int(round(spec.seconds * FPS)), -(-wav.size // SAMPLES_PER_FRAME) + 8)
     return sentence, fit_to_frames(wav, n_frames)
 
 
@@ -149,7 +149,7 @@ def build_clip(job: ClipJob, spec: CorpusSpec, root: str) -> tuple[ClipRecord, d
     landmarks = _face_model().landmarks_from_coeffs(torch.from_numpy(coeffs), spec.resolution).numpy()
     frames = np.stack([render_face(p, speaker, spec.resolution) for p in landmarks])
     mean_named = coeffs[:, COEFF_SLICES["exp"]][:, : len(EXPRESSION_COMPONENTS)].mean(0)
-    aus = au_intensities(np.concatenate([mean_named, np.zeros(64 - len(mean_named))]))
+    aus = au_intensities(np.concatenate([mean_named, np.zeros(EXP_DIM - len(mean_named))]))
     texts = describe_aus(aus, job.emotion, speaker.subject, spec.texts_per_clip, rng)
     rel = f"clips/{job.clip_id}"
     os.makedirs(os.path.join(root, rel), exist_ok=True)
@@ -182,12 +182,12 @@ def build_art_references(spec: CorpusSpec, root: str) -> dict[str, list[str]]:
     for k in range(spec.art_references):
         rng = np.random.default_rng([spec.seed, 424242, k])
         person = make_speaker(k, spec.seed + 1_000_003, prefix="R")
-        coeffs = np.zeros(260, np.float32)
+        coeffs = np.zeros(COEFF_DIM, np.float32)
         coeffs[COEFF_SLICES["id"]] = person.identity
         emotion = MEAD_EMOTIONS[int(rng.integers(len(MEAD_EMOTIONS)))]
         if emotion != "neutral":
             coeffs[COEFF_SLICES["exp"]] = expression_offset(emotion, 2)
-        coeffs[80] += rng.uniform(0.0, 0.4)  # mouth a little open
+        coeffs[COEFF_SLICES["exp"].start] += rng.uniform(0.0, 0.4)  # mouth a little open (exp 0: jaw_open)
         coeffs[COEFF_SLICES["angle"]] = rng.normal(0, 0.08, 3)
         coeffs[COEFF_SLICES["trans"]] = FRAMING
         lm = fm.landmarks_from_coeffs(torch.from_numpy(coeffs), spec.resolution).numpy()

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stylization.data.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
-from stylization.data.coeffs import COEFF_DIM, COEFF_SLICES, EXP_DIM
-from stylization.data.face_model import CROP_SIZE, EXPRESSION_COMPONENTS
+from stylization.constants import COEFF_DIM, COEFF_SLICES, EXP_DIM, FPS, RECON_CROP_SIZE, SAMPLE_RATE, SAMPLES_PER_FRAME
+from stylization.data.face_model import EXPRESSION_COMPONENTS
 from stylization.data.synthetic.profiles import EMOTIONS, LEVEL_SCALE, Speaker, expression_offset
 
 MOUTH_LEAD_FRAMES = 2
@@ -73,7 +72,7 @@ def head_pose(speaker: Speaker, n_frames: int, rng: np.random.Generator) -> tupl
     freqs = habit.uniform(0.1, 0.5, size=(3, 3))  # Hz, three sinusoids per axis
     weights = habit.dirichlet(np.ones(3), size=3)
     axis_scale = np.array([0.6, 1.0, 0.4])  # pitch, yaw, roll
-    t = np.arange(n_frames)[:, None] / 25.0
+    t = np.arange(n_frames)[:, None] / float(FPS)
     angles = np.zeros((n_frames, 3), np.float32)
     for axis in range(3):
         phases = rng.uniform(0, 2 * np.pi, 3)
@@ -86,12 +85,12 @@ def head_pose(speaker: Speaker, n_frames: int, rng: np.random.Generator) -> tupl
 def blink_track(rate_per_second: float, n_frames: int, rng: np.random.Generator) -> np.ndarray:
     """[T] eye closure from Poisson-timed blinks (5-frame profile, peak 1.0)."""
     track = np.zeros(n_frames, np.float32)
-    t = rng.exponential(1.0 / rate_per_second) * 25.0
+    t = rng.exponential(1.0 / rate_per_second) * FPS
     while t < n_frames:
         start = int(t)
         end = min(n_frames, start + len(BLINK_PROFILE))
         track[start:end] = np.maximum(track[start:end], BLINK_PROFILE[: end - start])
-        t += len(BLINK_PROFILE) + rng.exponential(1.0 / rate_per_second) * 25.0
+        t += len(BLINK_PROFILE) + rng.exponential(1.0 / rate_per_second) * FPS
     return track
 
 
@@ -120,5 +119,5 @@ def clip_coefficients(speaker: Speaker, emotion: str, level: int, wav: np.ndarra
     coeffs[:, COEFF_SLICES["angle"]] = angles
     coeffs[:, COEFF_SLICES["trans"]] = trans
     # Frames are rendered straight from the 224 camera, scaled to the resolution: no offset.
-    coeffs[:, COEFF_SLICES["crop"]] = (resolution / CROP_SIZE, 0.0, 0.0)
+    coeffs[:, COEFF_SLICES["crop"]] = (resolution / RECON_CROP_SIZE, 0.0, 0.0)
     return coeffs

@@ -12,8 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from stylization.constants import ID_DIM
 from stylization.data.corpus import MEAD_EMOTIONS
-from stylization.data.coeffs import ID_DIM
 from stylization.data.face_model import EXPRESSION_COMPONENTS
 
 LEVELS = (1, 2, 3)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stylization.constants import (BROWS, INNER_LIPS, JAW, LEFT_BROW, LEFT_EYE, NOSE_BASE, NOSE_BRIDGE, OUTER_LIPS,
+                                   RIGHT_BROW, RIGHT_EYE)
 from stylization.data.synthetic.profiles import Speaker
 
 SHIFT = 4
@@ -60,7 +62,7 @@ def render_face(landmarks: np.ndarray, speaker: Speaker, resolution: int) -> np.
     up = (bridge - chin) / (np.linalg.norm(bridge - chin) + 1e-6)
     face_h = np.linalg.norm(bridge - chin)
     centre = 0.5 * (lm[0] + lm[16])
-    forehead = bridge + (lm[17:27][::-1] - bridge) * 1.08 + up * 0.42 * face_h
+    forehead = bridge + (lm[list(BROWS)][::-1] - bridge) * 1.08 + up * 0.42 * face_h
     crown = centre + (forehead - centre) * 1.12 + up * 0.12 * face_h
 
     if speaker.hair_style == 1:  # long hair falls behind the head
@@ -82,15 +84,16 @@ def render_face(landmarks: np.ndarray, speaker: Speaker, resolution: int) -> np.
         angle = float(np.degrees(np.arctan2(up[0], -up[1])))
         cv2.ellipse(img, tuple(int(v) for v in np.round(ear * SUB)), axes, angle, 0, 360, _shade(skin, 0.9), -1,
                     cv2.LINE_AA, SHIFT)
-    face = np.concatenate([lm[0:17], forehead])
+    jaw = lm[list(JAW)]
+    face = np.concatenate([jaw, forehead])
     _fill(img, face, skin)
-    _line(img, lm[0:17], _shade(skin, 0.82), 0.012 * resolution)
+    _line(img, jaw, _shade(skin, 0.82), 0.012 * resolution)
     # The fringe reaches down over the top of the forehead, with a gently waved edge.
     wave = 0.05 * face_h * np.sin(np.linspace(0, 3 * np.pi, len(forehead)))[:, None]
     fringe_low = forehead - up * (0.14 * face_h + wave)
     _fill(img, np.concatenate([crown, fringe_low[::-1]]), hair)
 
-    for eye in (lm[36:42], lm[42:48]):
+    for eye in (lm[list(RIGHT_EYE)], lm[list(LEFT_EYE)]):
         _fill(img, eye, (236, 236, 232))
         width = np.linalg.norm(eye[3] - eye[0])
 
@@ -105,13 +108,13 @@ def render_face(landmarks: np.ndarray, speaker: Speaker, resolution: int) -> np.
             _clipped(img, eye, iris)
         _line(img, eye[[0, 1, 2, 3]], _shade(hair, 0.5), 0.012 * resolution)
         _line(img, eye[[3, 4, 5, 0]], _shade(skin, 0.7), 0.006 * resolution)
-    for brow in (lm[17:22], lm[22:27]):
+    for brow in (lm[list(RIGHT_BROW)], lm[list(LEFT_BROW)]):
         _line(img, brow, _shade(hair, 0.7), 0.022 * resolution)
-    _line(img, lm[27:31], _shade(skin, 0.85), 0.008 * resolution)
-    _line(img, lm[31:36], _shade(skin, 0.6), 0.01 * resolution)
+    _line(img, lm[list(NOSE_BRIDGE)], _shade(skin, 0.85), 0.008 * resolution)
+    _line(img, lm[list(NOSE_BASE)], _shade(skin, 0.6), 0.01 * resolution)
 
-    _fill(img, lm[48:60], speaker.lips)
-    inner = lm[60:68]
+    _fill(img, lm[list(OUTER_LIPS)], speaker.lips)
+    inner = lm[list(INNER_LIPS)]
     opening = np.linalg.norm(lm[62] - lm[66])
     if opening > 0.01 * face_h:
         def mouth(layer, poly):

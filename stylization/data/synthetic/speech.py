@@ -8,7 +8,7 @@ import subprocess
 
 import numpy as np
 
-from stylization.data.audio import SAMPLE_RATE
+from stylization.constants import SAMPLE_RATE
 from stylization.errors import DataError
 
 INSTALL_HINT = "install it with: sudo apt-get install -y espeak-ng (or run make, which does)"
