@@ -56,6 +56,7 @@ INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper and lower inner-lip po
 # ---- face parsing (BiSeNet, CelebAMask-HQ layout; "Facts: Style-A") ----
 PARSING_CLASSES = 19  # parsing channels the content encoder reads beside RGB (22 input channels)
 
-# ---- ImageNet statistics (the normalisation BiSeNet and VGG-19 were trained with; torchvision) ----
+# ---- ImageNet statistics (torchvision; what the VGG-19 perceptual losses normalise with). BiSeNet was
+# trained with them too, but VToonify feeds it 2·x instead, and so do we (style_a/bisenet.py) ----
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, of images in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)  # per RGB channel, of images in [0, 1]

@@ -9,7 +9,9 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``sadtalker_audio2exp`` — SadTalker's ``auido2exp_00300-model.pth`` (``{"model": state_dict,
   "epoch": ...}``) or ``SadTalker_V0.0.2_*.safetensors`` (one flat dict: the keys containing
   ``audio2exp`` with the ``audio2exp.`` prefix removed). Into :class:`~stylization.style_e.audio2exp.Audio2Exp`.
-* ``stylegan2_generator`` — rosinality's converted or training checkpoints; the ``g_ema`` entry.
+* ``stylegan2_generator`` — rosinality's converted or training checkpoints; the ``g_ema`` entry. A
+  ``train.py`` checkpoint also pickles its ``args`` (an ``argparse.Namespace``), the one class
+  :data:`~stylization.engine.checkpoint.SAFE_GLOBALS` lets ``weights_only=True`` rebuild.
 * ``stylegan2_discriminator`` — a training checkpoint (or one converted with ``--disc``); ``d``.
 * ``dualstylegan_generator`` — DualStyleGAN's ``checkpoint/<style>/generator.pt`` (``g_ema``).
 * ``psp_encoder`` — DualStyleGAN / VToonify's ``encoder.pt`` (``{'state_dict': encoder.* + decoder.*,

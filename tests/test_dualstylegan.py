@@ -40,6 +40,18 @@ def test_degree_zero_is_the_plain_stylegan2():
     assert styled.shape == plain.shape and (styled - plain).abs().mean() > 1e-3
 
 
+def test_truncation_passes_through_only_below_one():
+    """DualStyleGAN's forward, like rosinality's, truncates ``if truncation < 1`` (its scripts pass
+    truncation_latent=0): ψ = 1.5 renders as ψ = 1, ψ = 0.5 as the halved intrinsic code."""
+    model = small_model()
+    z, ex = torch.randn(2, 64), torch.randn(2, model.n_latent, 64)
+    plain = model(z, ex)[0]
+    assert torch.equal(model(z, ex, truncation=1.5, truncation_latent=0)[0], plain)
+    w = model.generator.style(z)
+    half = model(0.5 * w, ex, input_is_latent=True)[0]
+    assert torch.allclose(model(z, ex, truncation=0.5, truncation_latent=0)[0], half, atol=1e-5)
+
+
 def test_structure_and_colour_paths_act_on_their_layers():
     model = small_model()
     z, ex = torch.randn(1, model.n_latent, 64), torch.randn(1, model.n_latent, 64)  # z+ codes

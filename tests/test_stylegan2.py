@@ -1,6 +1,9 @@
 """StyleGAN2 in plain PyTorch: the FIR op against a naive reference, the official layouts,
 small models forward and backward, and the checkpoint tool on official-format files."""
 
+import argparse
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +90,23 @@ def test_generator_codes_noise_and_truncation():
         g(z, truncation=0.5)
 
 
+def test_truncation_only_below_one_as_rosinality():
+    """rosinality's Generator.forward truncates only ``if truncation < 1``: ψ >= 1 is no truncation
+    (no extrapolation away from the mean), ψ < 1 interpolates towards it."""
+    g = small_generator()
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    mean = g.mean_latent(256, generator=torch.Generator().manual_seed(0))
+    plain, latent = g(z, return_latents=True)
+    for psi in (1.0, 1.5, 3.0):
+        img, lat = g(z, truncation=psi, truncation_latent=mean, return_latents=True)
+        assert torch.equal(img, plain) and torch.equal(lat, latent)
+    assert torch.equal(g(z, truncation=1.5)[0], plain)  # no centre needed when nothing is truncated
+    _, half = g(z, truncation=0.5, truncation_latent=mean, return_latents=True)
+    assert torch.allclose(half, mean[:, None] + 0.5 * (latent - mean[:, None]), atol=1e-6)
+    _, zero = g(z, truncation=0.5, truncation_latent=0, return_latents=True)  # DualStyleGAN / VToonify pass 0
+    assert torch.allclose(zero, 0.5 * latent, atol=1e-6)
+
+
 def test_style_mixing_uses_the_second_code_after_the_inject_index():
     g = small_generator()
     z1, z2 = torch.randn(2, 32), torch.randn(2, 32)
@@ -162,6 +182,62 @@ def test_check_checkpoint_other_kinds(tmp_path, kind, entry, manifest_name):
         state = torch.load(tmp_path / "file.pt", weights_only=True)[entry]
         torch.save({entry: {f"module.{k}": v for k, v in state.items()}}, tmp_path / "wrapped.pt")
         assert check(kind, tmp_path / "wrapped.pt").returncode == 0
+
+
+class NotAllowed:
+    """A class of this test module: weights_only loading must refuse to rebuild it."""
+
+    def __init__(self, value=0):
+        self.value = value
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def rosinality_training_file(path, g, d, args):
+    """What rosinality's train.py saves: {g, d, g_ema, g_optim, d_optim, args (a Namespace), ada_aug_p}."""
+    g_optim, d_optim = torch.optim.Adam(g.parameters(), lr=0.002), torch.optim.Adam(d.parameters(), lr=0.002)
+    g(torch.randn(2, 32))[0].mean().backward()
+    d(torch.randn(2, 3, 32, 32)).mean().backward()
+    g_optim.step()
+    d_optim.step()
+    torch.save({"g": g.state_dict(), "d": d.state_dict(), "g_ema": g.state_dict(), "g_optim": g_optim.state_dict(),
+                "d_optim": d_optim.state_dict(), "args": args, "ada_aug_p": 0.0}, path)
+
+
+def test_a_rosinality_training_checkpoint_loads_and_code_is_still_refused(tmp_path):
+    from stylization.engine.checkpoint import load_file
+    from stylization.errors import CheckpointError
+    from stylization.loading import extract_state_dict, load_official
+
+    args = argparse.Namespace(path="lmdb", arch="stylegan2", iter=800000, batch=16, size=32, r1=10.0, ckpt=None,
+                              lr=0.002, channel_multiplier=2, wandb=False, local_rank=0, augment=False,
+                              n_gpu=1, distributed=False, latent=32, n_mlp=2, start_iter=0)
+    g, d = small_generator(), Discriminator(32, channel_cap=16)
+    path = tmp_path / "000100.pt"
+    rosinality_training_file(path, g, d, args)
+    obj = load_file(path)
+    assert isinstance(obj["args"], argparse.Namespace) and obj["args"] == args
+    loaded = load_official("stylegan2_generator", path, module=Generator(32, style_dim=32, n_mlp=2, channel_cap=16))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), g.state_dict().values()))
+    disc = extract_state_dict("stylegan2_discriminator", obj, str(path))
+    assert disc.keys() == d.state_dict().keys()
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()  # allowed for that load only
+
+    # anything else stays refused: another class (also inside the Namespace) or a callable's reduce
+    marker = tmp_path / "ran"
+    for name, bad in [("class.pt", {"g_ema": g.state_dict(), "args": NotAllowed(1)}),
+                      ("nested.pt", {"g_ema": g.state_dict(), "args": argparse.Namespace(opt=NotAllowed(2))}),
+                      ("system.pt", {"g_ema": g.state_dict(), "args": RunsACommand(marker)})]:
+        torch.save(bad, tmp_path / name)
+        with pytest.raises(CheckpointError, match="cannot be loaded safely"):
+            load_official("stylegan2_generator", tmp_path / name, module=small_generator())
+    assert not marker.exists()
 
 
 def test_check_checkpoint_unknown_kind(tmp_path):

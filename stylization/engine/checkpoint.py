@@ -17,6 +17,8 @@ This module only reads and writes files; rebuilding modules from a run is
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import glob
 import logging
 import os
@@ -51,16 +53,32 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
         raise
 
 
+# Classes weights_only=True may rebuild beyond tensors and primitives. argparse.Namespace is a plain
+# attribute bag (no code runs when it is rebuilt); rosinality's train.py pickles its command line as
+# one under "args", beside g / d / g_ema and the optimizers, and researchers fine-tune from such files.
+SAFE_GLOBALS = (argparse.Namespace,)
+
+
+def _safe_globals():
+    """The allow-list for one load (``torch.serialization.safe_globals``, torch >= 2.5; older
+    torch has no per-call list, and such files keep failing there with the usual error)."""
+    allow = getattr(torch.serialization, "safe_globals", None)
+    return allow(list(SAFE_GLOBALS)) if allow is not None else contextlib.nullcontext()
+
+
 def load_file(path: str | os.PathLike, source_hint: str = "") -> dict:
     """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
 
-    ``source_hint`` says where the file comes from, for the "missing" message.
+    Besides tensors and primitives only :data:`SAFE_GLOBALS` are rebuilt (for this call only);
+    any other pickled class or callable is refused. ``source_hint`` says where the file comes
+    from, for the "missing" message.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError("checkpoint file not found" + (f"; {source_hint}" if source_hint else ""), path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with _safe_globals():
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(

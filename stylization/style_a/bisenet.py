@@ -6,7 +6,11 @@ ResNet-18 context path (``cp.resnet.*``, torchvision names) with attention refin
 (main at 1/8, auxiliaries on the 1/8 and 1/16 context features), all upsampled bilinearly
 (align_corners=True) to the input size.
 
-Input: RGB normalised with ImageNet mean/std, [B, 3, H, W] (H, W multiples of 32).
+Input: RGB [B, 3, H, W] (H, W multiples of 32). Two conventions exist for its range:
+face-parsing.PyTorch trained the network on ImageNet-normalised RGB, but VToonify feeds it ``2·x``
+for a frame x in [-1, 1] (no ImageNet statistics), at inference and in its training scripts, so
+every VToonify-D content encoder learned that map. Our only caller,
+:meth:`~stylization.style_a.renderer.StyleARenderer.parse`, feeds VToonify-D and uses VToonify's.
 Output: (logits [B, 19, H, W], aux16, aux32); VToonify uses the first.
 """
 
@@ -16,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylization.constants import IMAGENET_MEAN, IMAGENET_STD, PARSING_CLASSES
+from stylization.constants import PARSING_CLASSES
 
 
 class ConvBNReLU(nn.Module):
@@ -106,9 +110,3 @@ class BiSeNet(nn.Module):
         heads = (self.conv_out(self.ffm(feat8, context8)), self.conv_out16(context8), self.conv_out32(context16))
         return tuple(F.interpolate(h, size=size, mode="bilinear", align_corners=True) for h in heads)
 
-
-def normalise_for_parsing(rgb: torch.Tensor) -> torch.Tensor:
-    """RGB in [-1, 1] -> ImageNet-normalised input for :class:`BiSeNet`."""
-    mean = torch.tensor(IMAGENET_MEAN, device=rgb.device, dtype=rgb.dtype).reshape(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=rgb.device, dtype=rgb.dtype).reshape(1, 3, 1, 1)
-    return ((rgb + 1) / 2 - mean) / std

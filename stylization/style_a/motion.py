@@ -195,6 +195,9 @@ def warp(x: torch.Tensor, flow: torch.Tensor, align_corners: bool = False) -> to
     PIRenderer (and so StyleHEAT's and StyleTalk's weights) used, although its grid puts pixel
     centres at ±1: a zero flow then shrinks the image by half a pixel at the borders. ``True``
     makes a zero flow the exact identity; use it for models trained here from scratch.
+    PIRenderer resizes its sampling grid rather than the flow, which at 256 from 64 is a 64/63
+    zoom for a zero flow (near the borders, up to 1.5 px from ours with ``False``, 2 px with
+    ``True``); checkpoints/README.md says why we resize the flow.
     """
     h, w = flow.shape[-2:]
     if (h, w) != tuple(x.shape[-2:]):

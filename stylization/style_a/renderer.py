@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylization.errors import ConfigError
-from stylization.style_a.bisenet import normalise_for_parsing
 
 PARSING_SCALE = 16.0  # VToonify feeds parsing logits / 16 to the content encoder
 
@@ -33,12 +32,20 @@ class StyleARenderer(nn.Module):
         return self.generator.in_size
 
     def parse(self, rgb: torch.Tensor) -> torch.Tensor:
-        """RGB [B, 3, H, W] in [-1, 1] -> BiSeNet logits [B, 19, H, W] (on a 2× upsampled frame, as VToonify)."""
+        """RGB [B, 3, H, W] in [-1, 1] -> BiSeNet logits [B, 19, H, W], computed as VToonify does.
+
+        VToonify's inference (style_transfer.py, vtoonify_model.py) upsamples the frame 2× bilinearly
+        (align_corners=False), runs BiSeNet on twice the frame (2·x, not ImageNet-normalised: the
+        VToonify-D content encoder was trained on that map) and brings the main logits back to the
+        frame's size by *nearest* subsampling (every second pixel). Its training script parses a
+        blurred 512² frame and blur-downsamples the logits instead; at our content sizes only the
+        inference recipe applies, and it is what released VToonify-D weights are run with.
+        """
         if self.parser is None:
             raise ConfigError("this model reads parsing maps from its input (model.parsing=landmarks); pass them")
         big = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
-        logits = self.parser(normalise_for_parsing(big))[0]
-        return F.interpolate(logits, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.parser(2 * big)[0]
+        return F.interpolate(logits, size=rgb.shape[-2:], mode="nearest")
 
     def content_input(self, rgb: torch.Tensor, parsing: torch.Tensor | None = None) -> torch.Tensor:
         """RGB [B, 3, C, C] (+ parsing [B, 19, C, C]; BiSeNet's when None) -> content [B, 22, C, C]."""

@@ -292,11 +292,14 @@ class Generator(nn.Module):
 
         A code is z [B, 512] or z+ [B, n_latent, 512], or with ``input_is_latent`` w / w+.
         Two codes mix: layers before ``inject_index`` from the first, the rest from the second.
+        ``truncation`` ψ pulls every code towards ``truncation_latent``, w ← w̄ + ψ·(w − w̄), only
+        when ψ < 1, as rosinality's ``Generator.forward`` (and DualStyleGAN's, pSp's decoder's) does:
+        ψ >= 1 leaves the codes as they are, it never extrapolates away from w̄.
         """
         styles = [styles] if torch.is_tensor(styles) else list(styles)
         if not input_is_latent:
             styles = [self.map_codes(s) for s in styles]
-        if truncation != 1.0:
+        if truncation < 1:
             if truncation_latent is None:
                 raise ValueError("truncation needs truncation_latent (e.g. generator.mean_latent())")
             styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
