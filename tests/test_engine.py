@@ -245,3 +245,22 @@ def test_max_minutes_counts_the_final_validation_in(tmp_path):
     assert trainer.step > 0 and stage.val_batches_run == [1]
     assert seconds < 2.0 + 0.5 + 0.4, seconds
     assert ckpt_io.list_checkpoints(str(tmp_path / "cut"))[-1].endswith(f"step_{trainer.step:09d}.pt")
+
+
+class ThreadCount(Dataset):
+    """Each item is the number of torch threads of the process that made it."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return torch.tensor(torch.get_num_threads())
+
+
+def test_data_workers_compute_single_threaded():
+    from stylization.engine.distributed import DistEnv
+    from stylization.engine.trainer import DataStream
+
+    stream = DataStream(ThreadCount(), 2, DistEnv(0, 1, 0, torch.device("cpu")), seed=0, num_workers=1)
+    assert stream.loader.worker_init_fn is not None
+    assert next(iter(stream.loader)).tolist() == [1, 1]

@@ -86,6 +86,16 @@ class EpochSampler(Sampler):
         return len(self.sampler)
 
 
+def single_threaded_worker(worker_id: int) -> None:
+    """DataLoader workers compute with one thread each. Decoding and resizing need no more, and
+    each worker's default pool (one thread per core) competes with the training process for the
+    same cores: on 2 shared cores that made steps several times slower."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 class DataStream:
     """Endless batches with a resumable position (epoch, batches consumed in that epoch).
 
@@ -105,7 +115,8 @@ class DataStream:
         # RNG, which would make resumed runs differ from uninterrupted ones.
         self.loader = DataLoader(EpochKeyed(dataset), batch_size, sampler=EpochSampler(self.sampler),
                                  num_workers=num_workers, drop_last=True, pin_memory=env.device.type == "cuda",
-                                 persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
+                                 persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
+                                 worker_init_fn=single_threaded_worker if num_workers > 0 else None)
         self._iter = None
 
     def _start_epoch(self):
