@@ -264,3 +264,15 @@ def test_data_workers_compute_single_threaded():
     stream = DataStream(ThreadCount(), 2, DistEnv(0, 1, 0, torch.device("cpu")), seed=0, num_workers=1)
     assert stream.loader.worker_init_fn is not None
     assert next(iter(stream.loader)).tolist() == [1, 1]
+
+
+def test_resuming_a_run_of_another_configuration_is_a_clear_error(tiny_corpus, tmp_path):
+    """A run directory made with other model widths cannot resume this run: one CheckpointError
+    naming the module and the way out, not a torch traceback."""
+    run_dir = str(tmp_path / "r")
+    cfg = compose_train(tiny_audio2exp_overrides(tiny_corpus, run_dir, max_steps=2))
+    Trainer(cfg, build_stage(cfg), init_distributed("cpu")).fit()
+    wider = compose_train(tiny_audio2exp_overrides(tiny_corpus, run_dir, max_steps=4)
+                          + ["model.channels=[8,16,32,64,256]"])
+    with pytest.raises(CheckpointError, match="module 'audio2exp' does not match this run.*new trainer.run_dir"):
+        Trainer(wider, build_stage(wider), init_distributed("cpu")).fit()

@@ -230,10 +230,16 @@ class Trainer:
             if set(live) != set(saved):
                 raise CheckpointError(f"{kind} {sorted(saved)} in the checkpoint, {sorted(live)} in this run", path)
             for name, obj in live.items():
-                if isinstance(obj, nn.Module):
-                    obj.load_state_dict(saved[name], strict=True)
-                else:
-                    obj.load_state_dict(saved[name])
+                try:
+                    if isinstance(obj, nn.Module):
+                        obj.load_state_dict(saved[name], strict=True)
+                    else:
+                        obj.load_state_dict(saved[name])
+                except (RuntimeError, ValueError, KeyError) as exc:  # what torch raises for a mismatched state
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise CheckpointError(f"{kind[:-1]} {name!r} does not match this run (another configuration or "
+                                          f"code version made it): {first}; resume it with the code and config that "
+                                          "made it, or start a new trainer.run_dir", path) from None
         self.step = int(state["step"])
         rng = state["rng"]
         if len(rng) != self.env.world_size:
