@@ -110,10 +110,9 @@ class MotionModel:
     ``audio2exp`` (audio only), rebuilt from the run alone (:func:`stylization.runs.load_run`)."""
 
     def __init__(self, checkpoint: str, device: torch.device, use_ema: bool = True):
-        from stylization.runs import audio2exp_from_run, load_run, style_e_from_run
+        from stylization.runs import STYLE_E_HINT, audio2exp_from_run, load_run, style_e_from_run
 
-        run = load_run(checkpoint, use_ema=use_ema,
-                       hint="train one with: python train.py stage=style_e data.root=DIR (or stage=audio2exp)")
+        run = load_run(checkpoint, use_ema=use_ema, hint=f"{STYLE_E_HINT} (or stage=audio2exp)")
         self.path, self.stage = run.path, run.stage
         if "denoiser" in run.module_names:
             self.style_e, self.audio2exp = style_e_from_run(run).to(device), None
@@ -264,11 +263,10 @@ class Pipeline:
             return
         from stylization.data.render_inputs import RenderInputs
         from stylization.preprocess.faces import LandmarkDetector
-        from stylization.runs import load_run, style_a_renderer_from_run
+        from stylization.runs import STYLE_A_HINT, load_run, style_a_renderer_from_run
 
         cfg = self.cfg
-        run = load_run(str(cfg.style_a), use_ema=bool(cfg.use_ema),
-                       hint="train one with: python train.py stage=style_a data.root=DIR")
+        run = load_run(str(cfg.style_a), use_ema=bool(cfg.use_ema), hint=STYLE_A_HINT)
         r = style_a_renderer_from_run(run).to(self.device)
         if cfg.art_degree is not None:
             r.degree = float(cfg.art_degree)

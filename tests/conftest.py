@@ -78,6 +78,27 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
+def train_as_documented(command: list[str], root, run_dir: Path, expected: dict, steps: int = 2):
+    """Run ``python train.py <command> data.root=ROOT trainer.run_dir=RUN trainer.max_steps=STEPS`` as a
+    user would (a subprocess of the real entry point), check that the run's saved config.yaml has the
+    ``expected`` {dotted key: value} and that its newest checkpoint is at ``steps``; returns the config."""
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    args = [sys.executable, "train.py", *command, f"data.root={root}", f"trainer.run_dir={run_dir}",
+            f"trainer.max_steps={steps}"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+    from stylization.runs import load_run
+
+    assert load_run(run_dir).step == steps
+    return cfg
+
+
 def tiny_audio2exp_overrides(root, run_dir, **trainer) -> list[str]:
     """A CPU-sized audio2exp run on the tiny corpus (tests override trainer.* further)."""
     base = {"max_steps": 6, "num_workers": 0, "log_every_steps": 2, "val_every_steps": 3, "val_batches": 2,

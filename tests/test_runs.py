@@ -154,3 +154,22 @@ def test_style_a_renderer_from_run_renders_what_the_trained_generator_renders(st
     assert torch.equal(ours, theirs)
     with pytest.raises(CheckpointError, match="without a 'denoiser' module"):
         style_e_from_run(run)
+
+
+def test_runs_saved_before_the_targets_moved_still_load(style_e_run, tmp_path):
+    """A checkpoint whose saved config names the old homes of moved classes (the text encoder built
+    inside the model file, the cGAN module) loads through MOVED_TARGETS and gives the same model."""
+    from stylization.engine import checkpoint as ckpt_io
+
+    run_dir, _ = style_e_run
+    state = ckpt_io.load_file(run_dir / "checkpoints" / "step_000000002.pt")
+    state["config"]["model"]["text_encoder"]["_target_"] = "stylization.style_e.text_encoder.ClipTextEncoder"
+    state["config"]["stage"]["_target_"] = "stylization.style_e.cgan.StyleECGANStage"
+    old = tmp_path / "old.pt"
+    ckpt_io.atomic_save(state, old)
+    run = load_run(old)
+    assert run.config.model.text_encoder._target_ == "stylization.loading.clip_text_encoder"
+    assert run.config.stage._target_ == "stylization.style_e.cgan_stage.StyleECGANStage"
+    mel, source = torch.randn(40, 1, 80, 16), torch.zeros(64)
+    then, now = style_e_from_run(run), style_e_from_run(load_run(run_dir))
+    assert torch.equal(then.generate(mel, source, "a calm voice", 1.0, 0), now.generate(mel, source, "a calm voice", 1.0, 0))

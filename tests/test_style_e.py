@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train
+from conftest import compose_train, train_as_documented
 
 from stylization.errors import CheckpointError
 from stylization.loading import clip_text_encoder, load_official
@@ -300,20 +300,7 @@ def test_frozen_audio2exp_from_an_audio2exp_run(synthetic_corpus, tmp_path):
 def test_documented_cpu_command_trains_with_its_recipe(synthetic_corpus, tmp_path, command, expected):
     """README's / docs/results.md's short command, run as a user would (plus 2 steps and a run dir),
     trains with the CPU recipe its small model brings (configs/experiment/), and says so in config.yaml."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
-    from omegaconf import OmegaConf
-
-    run_dir = tmp_path / "run"
-    args = [sys.executable, "train.py", *command, f"data.root={synthetic_corpus}", f"trainer.run_dir={run_dir}",
-            "trainer.max_minutes=10", "trainer.max_steps=2"]
-    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
-    assert load_run(run_dir).step == 2
+    train_as_documented([*command, "trainer.max_minutes=10"], synthetic_corpus, tmp_path / "run", expected)
 
 
 @pytest.mark.parametrize("override, key", [

@@ -159,8 +159,9 @@ class RenderPairDataset(Dataset):
 
         return self._videos.get_or_make((ci, kind), load)
 
-    def _picture(self, path: str) -> np.ndarray:
-        return self._pictures.get_or_make(path, lambda: read_picture(path))
+    def _art(self, path: str) -> torch.Tensor:
+        """A reference picture as the builder's art tensor [3, P, P] (read and resized once per worker)."""
+        return self._pictures.get_or_make(path, lambda: self.inputs.art(read_picture(path)))
 
     def __getitem__(self, index: int) -> dict:
         ci, _ = self.slots[index]
@@ -191,7 +192,7 @@ class RenderPairDataset(Dataset):
             "clip_id": rec.id, "source_frame": source, "target_frames": torch.tensor(starts), "style": style,
             "style_index": self.styles.index(style),
             "source": identity["source"],
-            "art": inputs.art(self._picture(art_path)),
+            "art": self._art(art_path).clone(),
             "semantic": torch.from_numpy(semantic_windows(coeffs, frames.ravel())).reshape(k, f, SEMANTIC_DIM, -1),
             "source_semantic": torch.from_numpy(semantic_windows(coeffs, np.array([source])))[0],
             "identity_face": identity["identity_face"],
