@@ -78,12 +78,14 @@ def evaluate(cfg: DictConfig) -> dict:
             real = unit(batch["target"].flatten(0, 2))
             windows = batch["semantic"].flatten(0, 2)
             still_windows = batch["source_semantic"].repeat_interleave(k, 0)
+            keypoints = batch["target_keypoints"].flatten(0, 2)
+            still_keypoints = batch["source_keypoints"].repeat_interleave(k, 0)
             exstyle_z = None if exstyle is None else exstyle.to(device)[batch["style_index"]]
             outputs = {}
-            for prefix, renderer, drive in (("", model, windows), ("init_", initial, windows),
-                                            ("still_", model, still_windows)):
+            for prefix, renderer, drive, kp in (("", model, windows, keypoints), ("init_", initial, windows, keypoints),
+                                                ("still_", model, still_windows, still_keypoints)):
                 content, identity, art = renderer.encode_inputs(batch, exstyle_z)
-                fake = unit(renderer(content, identity, art, drive, repeats=k)["image"])
+                fake = unit(renderer(content, identity, art, drive, repeats=k, keypoints=kp)["image"])
                 outputs[prefix] = fake
                 sums[prefix + "ssim"] += float(ssim(fake, real).sum())
                 sums[prefix + "psnr"] += float(psnr(fake, real).sum())

@@ -317,7 +317,7 @@ class Pipeline:
             coeffs = self.motion(job, inputs.wav, source)
             apply_pose(coeffs, self.pose(job, source, len(coeffs)))
         with self._timed(job, "Style-A"):
-            frames = self.render(job, inputs, face, coeffs)
+            frames = self.render(job, inputs, face, coeffs, source)
         with self._timed(job, "outputs"):
             return self.write(job, inputs, face, frames, coeffs)
 
@@ -365,8 +365,9 @@ class Pipeline:
         return pose_track(source, n_frames, str(self.cfg.pose_motion), driving, job.seed)
 
     @torch.no_grad()
-    def render(self, job: Job, inputs: Inputs, face: SourceFace, coeffs: np.ndarray) -> np.ndarray:
-        """Step 5: coefficients [T, 260] -> frames uint8 [T', S, S, 3] at ``cfg.fps`` and ``cfg.size``."""
+    def render(self, job: Job, inputs: Inputs, face: SourceFace, coeffs: np.ndarray, source: np.ndarray) -> np.ndarray:
+        """Step 5: coefficients [T, 260] (and the source row [260]) -> frames uint8 [T', S, S, 3] at
+        ``cfg.fps`` and ``cfg.size``."""
         cfg, r = self.cfg, self.renderer
         batch = self.render_inputs.identity(face.crop, face.crop_landmarks, aligned_from=(inputs.image, face.landmarks))
         exstyle_z = None
@@ -377,7 +378,13 @@ class Pipeline:
         batch = {k: torch.as_tensor(v)[None].to(self.device) for k, v in batch.items()}
         content, identity, art = r.encode_inputs(batch, exstyle_z)
         windows = torch.from_numpy(semantic_windows(coeffs)).to(self.device)
-        frames = to_uint8(r.render(content, identity, art, windows, int(cfg.batch_size), progress=True))
+        keypoints = None
+        if r.uses_keypoints:  # the face model's projections of the source row and of every frame
+            project = lambda c: self.face_model.landmarks_from_coeffs(torch.from_numpy(c).float(), FACE_CROP_SIZE)  # noqa: E731
+            keypoints = self.render_inputs.drive_keypoints(project(source).numpy(), project(coeffs).numpy(),
+                                                           face.crop_landmarks, face.crop.shape[0]).to(self.device)
+        frames = to_uint8(r.render(content, identity, art, windows, int(cfg.batch_size), progress=True,
+                                   keypoints=keypoints))
         if cfg.size is not None and int(cfg.size) != frames.shape[1]:
             s = int(cfg.size)
             interp = cv2.INTER_AREA if s < frames.shape[1] else cv2.INTER_CUBIC

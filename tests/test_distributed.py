@@ -22,3 +22,18 @@ def test_torchrun_two_processes(tiny_corpus, tmp_path):
     state = torch.load(run_dir / "checkpoints" / "step_000000004.pt", weights_only=True)
     assert len(state["rng"]) == 2  # every rank's RNG state is kept for an exact resume
     assert not any(k.startswith("module.") for k in state["modules"]["audio2exp"])  # saved unwrapped
+
+
+def test_cpu_threads_share_the_cores_among_local_processes(monkeypatch):
+    import os
+
+    from stylization.engine.distributed import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu_threads() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert cpu_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads() == 3

@@ -84,10 +84,12 @@ class RenderInputs:
 
         Returns:
             ``source`` float32 [3, C, C]; ``source_parsing`` float32 [19, C, C] (one-hot · 16; only
-            with ``parsing == "landmarks"``); ``identity_face`` float32 [3, P, P].
+            with ``parsing == "landmarks"``); ``identity_face`` float32 [3, P, P];
+            ``source_keypoints`` float32 [68, 2], the landmarks in pixels of the C×C content frame
+            (what a keypoint-conditioned generator draws; :meth:`drive_keypoints` at inference).
         """
         c = self.content_size
-        out = {"source": to_tensor(resize(crop, c))}
+        out = {"source": to_tensor(resize(crop, c)), "source_keypoints": self.keypoints(crop_landmarks, crop.shape[0])}
         if self.parsing == "landmarks":
             out["source_parsing"] = torch.from_numpy(landmark_parsing(crop_landmarks, c, c / crop.shape[0]))
         if self.identity_alignment == "ffhq":
@@ -96,6 +98,42 @@ class RenderInputs:
         else:
             out["identity_face"] = to_tensor(resize(crop, self.code_size))
         return out
+
+    def keypoints(self, landmarks: np.ndarray, frame_size: int) -> torch.Tensor:
+        """Landmarks [..., 68, 2] in pixels of a ``frame_size`` frame -> float32 [..., 68, 2] in pixels of C."""
+        return torch.from_numpy(np.asarray(landmarks, np.float32) * (self.content_size / frame_size))
+
+    def drive_keypoints(self, source_projected: np.ndarray, targets_projected: np.ndarray,
+                        crop_landmarks: np.ndarray, crop_size: int) -> torch.Tensor:
+        """Inference's keypoints: the face model's projections of the source row and of every frame's
+        coefficients, brought into the content frame.
+
+        The projections live in the frame the coefficients were fitted in (the crop itself for the
+        landmark fit; Deep3DFaceRecon's 224 px alignment otherwise). One similarity transform, the
+        least-squares fit of the source's projection onto its detected ``crop_landmarks``, maps them
+        all into the crop, so driving with the source's own coefficients draws the same keypoints in
+        every frame (no motion), as in training, whatever the fit's residual.
+
+        Args:
+            source_projected: [68, 2]; targets_projected: [T, 68, 2] (pixels of the fitting frame).
+            crop_landmarks: [68, 2], detected, in pixels of the ``crop_size`` crop.
+
+        Returns:
+            targets float32 [T, 68, 2], pixels of the C×C content frame.
+        """
+        from skimage.transform import SimilarityTransform
+
+        src, dst = np.asarray(source_projected, np.float64), np.asarray(crop_landmarks, np.float64)
+        if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
+            fit = SimilarityTransform.from_estimate(src, dst)
+        else:
+            fit = SimilarityTransform()
+            fit = fit if fit.estimate(src, dst) else None
+        if not fit:
+            raise ConfigError("could not relate the face model's keypoints to the detected landmarks")
+        targets = np.asarray(targets_projected, np.float64)
+        moved = fit(targets.reshape(-1, 2)).reshape(targets.shape)
+        return self.keypoints(moved, crop_size)
 
     def art(self, picture: np.ndarray) -> torch.Tensor:
         """An art reference picture uint8 [H, W, 3] -> float32 [3, P, P] (pSp's input for the art code)."""

@@ -21,6 +21,8 @@ the one inference uses):
 * ``styled_source`` [3, O, O]: the stylised source frame (corpus targets)
 * ``target_real`` [K, F, 3, C, C]: the real target frames (the warping loss; the teacher's input)
 * ``target_landmarks`` [K, F, 68, 2]: their landmarks in pixels of the ``out_size`` frame
+* ``source_keypoints`` [68, 2], ``target_keypoints`` [K, F, 68, 2]: the source's and the targets'
+  landmarks in pixels of the content frame C (what a keypoint-conditioned generator draws)
 * ``target_parsing`` [K, F, 19, C, C] (teacher targets with landmark parsing)
 * ``clip_id``, ``source_frame``, ``target_frames`` [K] (first frame of each run), ``style`` (name)
 
@@ -199,6 +201,8 @@ class RenderPairDataset(Dataset):
         }
         if "source_parsing" in identity:
             item["source_parsing"] = identity["source_parsing"]
+        item["source_keypoints"] = identity["source_keypoints"]
+        item["target_keypoints"] = inputs.keypoints(landmarks[frames.ravel()], video.shape[1]).reshape(k, f, N_LANDMARKS, 2)
         item["target_real"] = inputs.frames(video[frames])
         item["target_landmarks"] = torch.from_numpy(np.asarray(landmarks[frames.ravel()], np.float32)
                                                     * (o / video.shape[1])).reshape(k, f, N_LANDMARKS, 2)

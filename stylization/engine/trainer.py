@@ -167,7 +167,9 @@ class Trainer:
         unknown = set(stage.ema_modules) - set(self.raw_modules)
         if unknown:
             raise ConfigError(f"stage.ema_modules names unknown modules {sorted(unknown)}; known: {sorted(self.raw_modules)}")
-        self.ema = {} if decay is None else {k: EMA(self.raw_modules[k], float(decay)) for k in stage.ema_modules}
+        rampup = self.tcfg.get("ema_rampup")
+        self.ema = {} if decay is None else {
+            k: EMA(self.raw_modules[k], float(decay), None if rampup is None else float(rampup)) for k in stage.ema_modules}
         self.ctx = StepContext(self)
         self.step, epoch, batch_in_epoch = 0, 0, 0
         resumed = self._maybe_resume()
@@ -341,7 +343,7 @@ class Trainer:
                 for s in self.schedulers.values():
                     s.step()
                 for name, e in self.ema.items():
-                    e.update(self.raw_modules[name])
+                    e.update(self.raw_modules[name], self.step + 1)
                 self.step += 1
                 self.last_seconds["step"] = time.monotonic() - began
                 for k, v in logs.items():

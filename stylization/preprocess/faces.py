@@ -74,3 +74,28 @@ class LandmarkDetector:
             raise DataError("no face found", source)
         sizes = [np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for p in found]
         return Face(np.asarray(found[int(np.argmax(sizes))][:, :2], np.float32), len(found))
+
+    def track(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks over a video: frames uint8 [T, H, W, 3] -> (landmarks float32 [T, 68, 2], found
+        bool [T]: a face was detected in that frame). With dlib, a frame where detection fails is
+        landmarked inside the last detected box (still ``found=False``); frames before the first
+        detection, and every failed frame with face_alignment, are NaN."""
+        landmarks = np.full((len(frames), 68, 2), np.nan, np.float32)
+        found = np.zeros(len(frames), bool)
+        box = None
+        for t, frame in enumerate(frames):
+            if self.backend == "dlib":
+                import dlib
+
+                boxes = list(self._detector(frame, 1))
+                if boxes:
+                    box, found[t] = max(boxes, key=lambda b: b.width() * b.height()), True
+                if box is not None:
+                    rect = dlib.rectangle(box.left(), box.top(), box.right(), box.bottom())
+                    landmarks[t] = [[p.x, p.y] for p in self._predictor(frame, rect).parts()]
+            else:
+                try:
+                    landmarks[t], found[t] = self(frame).landmarks, True
+                except DataError:
+                    pass
+        return landmarks, found

@@ -80,21 +80,34 @@ class StyleARenderer(nn.Module):
             art = self.generator.generator.generator.map_codes(exstyle_z)
         return content, identity, art
 
+    @property
+    def uses_keypoints(self) -> bool:
+        """Whether the generator is conditioned on keypoint heatmaps (``model.generator.keypoints``)."""
+        return bool(getattr(self.generator, "keypoints", False))
+
     def forward(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
-                windows: torch.Tensor, repeats: int = 1) -> dict:
-        """Per-item content [B, 22, C, C] and codes [B, L, S]; windows [B·repeats, 73, 27]."""
-        return self.generator(content, identity, art, windows, self.degree, repeats=repeats)
+                windows: torch.Tensor, repeats: int = 1, keypoints: torch.Tensor | None = None) -> dict:
+        """Per-item content [B, 22, C, C] and codes [B, L, S]; windows [B·repeats, 73, 27]; for a
+        keypoint-conditioned generator, the targets' keypoints [B·repeats, 68, 2] in pixels of the
+        C×C content frame (ignored otherwise)."""
+        return self.generator(content, identity, art, windows, self.degree, repeats=repeats,
+                              keypoints=keypoints if self.uses_keypoints else None)
 
     @torch.no_grad()
     def render(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
-               windows: torch.Tensor, batch_size: int = 8, progress: bool = False) -> torch.Tensor:
-        """One identity (content [1, 22, C, C], codes [1, L, S]) and N windows [N, 73, 27] ->
+               windows: torch.Tensor, batch_size: int = 8, progress: bool = False,
+               keypoints: torch.Tensor | None = None) -> torch.Tensor:
+        """One identity (content [1, 22, C, C], codes [1, L, S]) and N windows [N, 73, 27] (with
+        their keypoints [N, 68, 2] for a keypoint-conditioned generator) ->
         frames [N, 3, O, O] in [-1, 1], rendered ``batch_size`` at a time."""
         from tqdm import tqdm
 
+        if self.uses_keypoints and keypoints is None:
+            raise ValueError("this renderer is conditioned on keypoints: pass the windows' keypoints")
         out = []
         starts = range(0, windows.shape[0], batch_size)
         for s in tqdm(starts, desc="Style-A", unit="batch", disable=not progress):
             w = windows[s:s + batch_size]
-            out.append(self(content, identity, art, w, repeats=w.shape[0])["image"].clamp(-1, 1))
+            kp = None if keypoints is None else keypoints[s:s + batch_size]
+            out.append(self(content, identity, art, w, repeats=w.shape[0], keypoints=kp)["image"].clamp(-1, 1))
         return torch.cat(out)

@@ -281,7 +281,8 @@ class StyleAStage(TrainingStage):
                     psp.train(mode)
             else:
                 content, identity, art = r.encode_inputs(batch, exstyle)
-            out = r(content, identity, art, batch["semantic"].flatten(0, 2), repeats=k * f)
+            out = r(content, identity, art, batch["semantic"].flatten(0, 2), repeats=k * f,
+                    keypoints=batch["target_keypoints"].flatten(0, 2))
         out["image"] = out["image"].float()
         target = batch["target"] if "target" in batch else teacher_targets(modules["teacher"], r, batch, identity, art)
         return out, target

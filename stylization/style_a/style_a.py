@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylization.constants import SEMANTIC_DIM
+from stylization.style_a.keypoints import KEYPOINT_CHANNELS, KeypointSFT, keypoint_heatmaps
 from stylization.style_a.motion import MotionGenerator, warp
 from stylization.style_a.refinement import Refinement
 from stylization.style_a.vtoonify import VToonifyD
@@ -106,7 +107,12 @@ class StyleAGenerator(VToonifyD):
       fuse_levels (None: every level), warp_skip (True: warp the 32×32 RGB skip with the feature),
       warp_content (False: the paper's unwarped encoder skips at 64×64 and above; True warps them
       with the same flow), align_corners (False: StyleHEAT's warp convention, needed for its
-      weights; True makes a zero flow the exact identity).
+      weights; True makes a zero flow the exact identity);
+    * keypoints (False): spatial keypoint conditioning for from-scratch models, not in the paper
+      (:mod:`stylization.style_a.keypoints`): the warping net also reads the target's keypoint
+      heatmaps, and :class:`~stylization.style_a.keypoints.KeypointSFT` modulates
+      the 64 and 128 px features with the target's (``keypoint_sft.*``, in the "motion" group);
+      keypoint_sigma (1.0): the heatmaps' Gaussian width in pixels of a 64 px map.
     """
 
     # VToonify-D follows each of the encoder's residual blocks j at 32×32 with its dilated ModRes
@@ -120,7 +126,7 @@ class StyleAGenerator(VToonifyD):
                  descriptor_nc: int = 256, refinement: bool = True, refinement_width: int = 256,
                  refine_input: str = "pre_warp", art_path: bool = True, art_layers: int | None = 7,
                  fuse_levels: int | None = None, warp_skip: bool = True, warp_content: bool = False,
-                 align_corners: bool = False):
+                 align_corners: bool = False, keypoints: bool = False, keypoint_sigma: float = 1.0):
         if not 0 <= num_res_layers <= self.MAX_RES_LAYERS:
             raise ValueError(f"num_res_layers must be in 0..{self.MAX_RES_LAYERS}, got {num_res_layers}")
         super().__init__(in_size, out_size, style_dim, n_mlp, channel_multiplier, num_res_layers, channel_cap)
@@ -128,9 +134,13 @@ class StyleAGenerator(VToonifyD):
             raise ValueError(f"out_size must be at least 128 (the generator warps at 64×64), got {out_size}")
         if refine_input not in ("pre_warp", "warped"):
             raise ValueError(f"refine_input must be 'pre_warp' or 'warped', got {refine_input!r}")
-        self.motion = MotionGenerator(SEMANTIC_DIM, descriptor_nc, mapping_layers, 3, motion_base_nc, motion_max_nc,
-                                      motion_encoder_layers, motion_decoder_layers)
+        motion_nc = 3 + KEYPOINT_CHANNELS if keypoints else 3  # RGB (+ the target's heatmaps)
+        self.motion = MotionGenerator(SEMANTIC_DIM, descriptor_nc, mapping_layers, motion_nc, motion_base_nc,
+                                      motion_max_nc, motion_encoder_layers, motion_decoder_layers)
         channels_64 = self.generator.generator.channels[64]
+        self.keypoints, self.keypoint_sigma = bool(keypoints), float(keypoint_sigma)
+        self.keypoint_sft = nn.ModuleList(KeypointSFT(self.generator.generator.channels[s]) for s in (64, 128)) \
+            if keypoints else None
         self.refinement = Refinement(channels_64, 64, refinement_width, descriptor_nc) if refinement else None
         self.motion_size, self.refine_input = motion_size, refine_input
         self.art_path = art_path
@@ -155,13 +165,17 @@ class StyleAGenerator(VToonifyD):
 
     def forward(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
                 window: torch.Tensor, degree: float = 1.0, motion_source: torch.Tensor | None = None,
-                repeats: int = 1) -> dict:
+                repeats: int = 1, keypoints: torch.Tensor | None = None) -> dict:
         """content [B, 22, H, W] (identity frame RGB in [-1, 1] + parsing / 16), identity and art
-        W+ [B, n_latent, style_dim], window [B·repeats, 73, 27], degree in [0, 1] ->
+        W+ [B, n_latent, style_dim], window [B·repeats, 73, 27], degree in [0, 1]; with
+        ``keypoints=True`` models, keypoints [B·repeats, 68, 2]: the targets' landmarks (the
+        windows' centre frames) in pixels of the H×W content frame ->
 
         ``image`` [B·repeats, 3, out, out], ``flow`` [B·repeats, 2, h, w] (pixels of its grid),
         ``masks`` (fusion masks), ``descriptor`` [B·repeats, descriptor_nc]. Each identity is
         encoded once and driven by its ``repeats`` consecutive windows."""
+        if self.keypoints and keypoints is None:
+            raise ValueError("this generator is conditioned on keypoints (keypoints=True): pass the targets' keypoints")
         if self.art_path:
             structure, codes = self.style_codes(self.mix_codes(identity, art))
         else:  # the plain StyleGAN2 path: no ModRes (weight 0), no colour transform
@@ -172,20 +186,31 @@ class StyleAGenerator(VToonifyD):
             rep = lambda x: x.repeat_interleave(repeats, 0)  # noqa: E731
             feats, codes = [rep(f) for f in feats], [rep(c) for c in codes]
             out, skip, source = rep(out), rep(skip), rep(source)
+        target_maps = None
+        if self.keypoints:
+            frame = content.shape[-1]
+            target_maps = keypoint_heatmaps(keypoints, frame, 64, self.keypoint_sigma)
+            maps = target_maps if source.shape[-1] == 64 else \
+                keypoint_heatmaps(keypoints, frame, source.shape[-1], self.keypoint_sigma)
+            source = torch.cat([source, maps.to(source.dtype)], 1)
         flow, descriptor = self.motion(source, window)
         if self.warp_content:  # feats[0] is the 32×32 feature, fused before the warp point
             feats = feats[:1] + [warp(f, flow, self.align_corners) for f in feats[1:]]
 
-        def at_64(out, skip):
-            warped = warp(out, flow, self.align_corners)
-            if self.warp_skip:
-                skip = warp(skip, flow, self.align_corners)
-            if self.refinement is not None:
-                scale, shift = self.refinement(out if self.refine_input == "pre_warp" else warped, descriptor)
-                warped = warped * (1 + scale) + shift
-            return warped, skip
+        def edit(k, out, skip):  # k = 0: the 64×64 feature; k = 1: the 128×128 one
+            if k == 0:
+                warped = warp(out, flow, self.align_corners)
+                if self.warp_skip:
+                    skip = warp(skip, flow, self.align_corners)
+                if self.refinement is not None:
+                    scale, shift = self.refinement(out if self.refine_input == "pre_warp" else warped, descriptor)
+                    warped = warped * (1 + scale) + shift
+                out = warped
+            if target_maps is not None and k < len(self.keypoint_sft):
+                out = self.keypoint_sft[k](out, target_maps)
+            return out, skip
 
-        image, masks = self.synthesize(feats, out, skip, codes, degree, self.fuse_levels, at_64)
+        image, masks = self.synthesize(feats, out, skip, codes, degree, self.fuse_levels, edit)
         return {"image": image, "flow": flow, "masks": masks, "descriptor": descriptor}
 
     def motion_parts(self) -> MotionParts:
@@ -197,7 +222,8 @@ class StyleAGenerator(VToonifyD):
         ModRes), content (encoder + fusion), motion, refinement."""
         groups = {"backbone": list(self.generator.parameters()), "modres": list(self.res.parameters()),
                   "content": [*self.encoder.parameters(), *self.fusion_out.parameters(), *self.fusion_skip.parameters()],
-                  "motion": list(self.motion.parameters())}
+                  "motion": [*self.motion.parameters(),
+                             *(self.keypoint_sft.parameters() if self.keypoint_sft is not None else ())]}
         if self.refinement is not None:
             groups["refinement"] = list(self.refinement.parameters())
         return groups

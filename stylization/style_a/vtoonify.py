@@ -115,10 +115,11 @@ class VToonifyD(nn.Module):
         stages = int(math.log2(self.generator.generator.size)) - 5  # generator stages from 32×32 up
         return stages if len(self.fusion_out) > stages else None
 
-    def synthesize(self, feats, out, skip, codes, degree: float, fuse_levels: int | None = None, at_64=None):
+    def synthesize(self, feats, out, skip, codes, degree: float, fuse_levels: int | None = None, edit=None):
         """The generator from 32×32 up, fusing ``feats`` at the first ``fuse_levels`` stages (all by
-        default). ``at_64(out, skip) -> (out, skip)``, when given, edits the 64×64 feature right after
-        its first (upsampling) convolution. Returns (image, masks)."""
+        default). ``edit(k, out, skip) -> (out, skip)``, when given, edits the feature of stage k
+        (64 · 2^k px) right after its upsampling convolution (and the top fusion, where there is
+        one). Returns (image, masks)."""
         g = self.generator.generator
         levels = len(feats) if fuse_levels is None else min(int(fuse_levels), len(feats))
         top = self.top_fusion()
@@ -131,11 +132,11 @@ class VToonifyD(nn.Module):
             b, _, h, w = out.shape
             zero = out.new_zeros(b, 1, 2 * h, 2 * w)  # VToonify removes the noise input
             out = conv_up(out, codes[2 * k + 7], zero)
-            if k == 0 and at_64 is not None:
-                out, skip = at_64(out, skip)
             if k + 1 == top and top < levels:  # a content feature at the output size (in_size == out_size)
                 out, mask = self.fusion_out[top](out, feats[top], degree)
                 masks.append(mask)
+            if edit is not None:
+                out, skip = edit(k, out, skip)
             out = conv(out, codes[2 * k + 8], zero)
             skip = to_rgb(out, codes[2 * k + 9], skip)
         return skip, masks
