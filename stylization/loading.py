@@ -182,14 +182,15 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: str) ->
 def load_style_a(generator: nn.Module, vtoonify: str | None = None, styleheat: str | None = None) -> nn.Module:
     """Initialise a :class:`~stylization.style_a.style_a.StyleAGenerator` from official files.
 
-    ``vtoonify`` (a VToonify-D ``g_ema`` file) must match every parameter except ``motion.*`` and
-    ``refinement.*`` exactly; ``styleheat`` (``StyleHEAT_visual.pt``) supplies those two through
+    ``vtoonify`` (a VToonify-D ``g_ema`` file) must match every parameter except ``motion.*``,
+    ``refinement.*`` and (with ``keypoints=True``, not in the paper) ``keypoint_sft.*`` exactly; ``styleheat`` (``StyleHEAT_visual.pt``) supplies those two through
     the documented rename map (only ``motion.*`` when the model has no refinement network).
     """
     if vtoonify is not None:
         vtoonify = os.fspath(vtoonify)
         state = extract_state_dict("vtoonify_d", _read(vtoonify, "vtoonify_d"), vtoonify)
-        own = {k: v for k, v in generator.state_dict().items() if not k.startswith(("motion.", "refinement."))}
+        own = {k: v for k, v in generator.state_dict().items()
+               if not k.startswith(("motion.", "refinement.", "keypoint_sft."))}
         check_keys(own, state, vtoonify)
         generator.load_state_dict(state, strict=False)  # strictness checked above, for this subset
     if styleheat is not None:

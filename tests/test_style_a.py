@@ -457,7 +457,7 @@ def test_the_dataset_uses_the_input_builder_inference_uses(synthetic_corpus, ali
         video = read_video(ds.corpus.path(rec, "video"), fps=rec.fps)
         landmarks = np.load(ds.corpus.path(rec, "landmarks"))
         built = inputs.identity(video[item["source_frame"]], landmarks[item["source_frame"]])
-        assert set(built) == {"source", "source_parsing", "identity_face"}
+        assert set(built) == {"source", "source_parsing", "identity_face", "source_keypoints"}
         for key, value in built.items():
             assert torch.equal(item[key], value), key
         assert item["source"].shape == (3, 48, 48) and item["identity_face"].shape == (3, 40, 40)
@@ -629,7 +629,8 @@ def test_motion_phase_freezes_the_renderer(synthetic_corpus, tmp_path):
         if name == "psp":
             assert not changed
         else:
-            assert changed and all(k.startswith(("motion.", "refinement.", "encoder.", "fusion_")) for k in changed), \
+            assert changed and all(k.startswith(("motion.", "refinement.", "keypoint_sft.", "encoder.", "fusion_"))
+                                   for k in changed), \
                 sorted(changed)[:5]
             assert any(k.startswith("motion.") for k in changed)
 
@@ -650,7 +651,8 @@ def test_teacher_targets(synthetic_corpus, tmp_path):
 
     modules = StyleAStage(cfg).build_modules()
     student, taught = modules["generator"].state_dict(), teacher.state_dict()
-    assert set(student) - set(taught) and all(k.startswith(("motion.", "refinement.")) for k in set(student) - set(taught))
+    assert set(student) - set(taught) and all(k.startswith(("motion.", "refinement.", "keypoint_sft."))
+                                              for k in set(student) - set(taught))
     for key, value in taught.items():
         assert torch.equal(student[key], value), key
         assert torch.equal(modules["teacher"].state_dict()[key], value), key
@@ -664,7 +666,8 @@ def test_documented_cpu_command_trains_with_its_recipe(synthetic_corpus, tmp_pat
     the stage keys live in the stage, not the model."""
     expected = {"stage.lr": 1e-3, "trainer.ema_decay": 0.995, "trainer.log_every_steps": 25,
                 "trainer.val_every_steps": 200, "trainer.val_batches": 10, "trainer.image_every_steps": 200,
-                "trainer.checkpoint_every_steps": 200, "trainer.max_minutes": 15, "stage.motion_phase_from": 400,
+                "trainer.checkpoint_every_steps": 200, "trainer.max_minutes": 15, "stage.motion_phase_from": None,
+                "trainer.ema_rampup": 0.05, "model.generator.keypoints": True,
                 "stage.source_frame": "closed_mouth", "stage.loss.perceptual": 0.0, "stage.loss.motion": 10.0,
                 "stage.train.backbone": True, "model.generator.out_size": 128}
     cfg = train_as_documented(["stage=style_a", "model=style_a_small", "trainer.max_minutes=15"], synthetic_corpus,
