@@ -71,8 +71,7 @@ def test_keypoint_generator_draws_the_target_keypoints():
     assert diff.max() > 1e-3
     # the change is local: largest around the moved lip (x ~ kp[56:59, 0], y ~ kp + 6), not at the far corner
     x, y = int(kp[0, 57, 0]), int(kp[0, 57, 1]) + 3
-    assert diff[max(y - 12, 0):y + 12, max(x - 12, 0):x + 12].max() > 5 * diff[:20, :20].max() or \
-        diff[:20, :20].max() == 0
+    assert diff[max(y - 12, 0):y + 12, max(x - 12, 0):x + 12].max() > 5 * diff[:20, :20].max()
     out["image"].mean().backward()
     assert g.keypoint_sft[1].out.weight.grad.abs().sum() > 0
     assert g.motion.warpping_net.hourglass.encoder.input_layer.weight.grad[:, 3:].abs().sum() > 0

@@ -60,20 +60,34 @@ class LandmarkDetector:
 
     def __call__(self, image: np.ndarray, source: str = "image") -> Face:
         if self.backend == "dlib":
-            import dlib
-
-            boxes = list(self._detector(image, 1))
-            if not boxes:
+            box, n_faces = self._dlib_largest_box(image)
+            if box is None:
                 raise DataError("no face found", source)
-            box = max(boxes, key=lambda b: b.width() * b.height())
-            shape = self._predictor(image, dlib.rectangle(box.left(), box.top(), box.right(), box.bottom()))
-            landmarks = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-            return Face(landmarks, len(boxes))
+            return Face(self._dlib_landmarks(image, box), n_faces)
+        landmarks, n_faces = self._fa_largest(image)
+        if landmarks is None:
+            raise DataError("no face found", source)
+        return Face(landmarks, n_faces)
+
+    def _fa_largest(self, image: np.ndarray):
+        """face_alignment: (the largest face's float32 [68, 2] or None, the number of faces)."""
         found = self._fa.get_landmarks_from_image(image) or []
         if not found:
-            raise DataError("no face found", source)
+            return None, 0
         sizes = [np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for p in found]
-        return Face(np.asarray(found[int(np.argmax(sizes))][:, :2], np.float32), len(found))
+        return np.asarray(found[int(np.argmax(sizes))][:, :2], np.float32), len(found)
+
+    def _dlib_largest_box(self, image: np.ndarray):
+        """(the largest face's dlib rectangle or None, the number of faces), upsampling once."""
+        boxes = list(self._detector(image, 1))
+        return (max(boxes, key=lambda b: b.width() * b.height()) if boxes else None), len(boxes)
+
+    def _dlib_landmarks(self, image: np.ndarray, box) -> np.ndarray:
+        """dlib's 68 points inside ``box`` -> float32 [68, 2]."""
+        import dlib
+
+        rect = dlib.rectangle(box.left(), box.top(), box.right(), box.bottom())
+        return np.array([[p.x, p.y] for p in self._predictor(image, rect).parts()], np.float32)
 
     def track(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks over a video: frames uint8 [T, H, W, 3] -> (landmarks float32 [T, 68, 2], found
@@ -85,17 +99,13 @@ class LandmarkDetector:
         box = None
         for t, frame in enumerate(frames):
             if self.backend == "dlib":
-                import dlib
-
-                boxes = list(self._detector(frame, 1))
-                if boxes:
-                    box, found[t] = max(boxes, key=lambda b: b.width() * b.height()), True
+                detected, _ = self._dlib_largest_box(frame)
+                found[t] = detected is not None
+                box = detected if found[t] else box
                 if box is not None:
-                    rect = dlib.rectangle(box.left(), box.top(), box.right(), box.bottom())
-                    landmarks[t] = [[p.x, p.y] for p in self._predictor(frame, rect).parts()]
-            else:
-                try:
-                    landmarks[t], found[t] = self(frame).landmarks, True
-                except DataError:
-                    pass
+                    landmarks[t] = self._dlib_landmarks(frame, box)
+                continue
+            face, _ = self._fa_largest(frame)
+            if face is not None:  # a frame without a face stays NaN
+                landmarks[t], found[t] = face, True
         return landmarks, found

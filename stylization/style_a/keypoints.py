@@ -12,13 +12,14 @@ generator also sees the face model's 68 keypoints drawn as heatmaps:
   points must go (:class:`~stylization.style_a.motion.MotionGenerator`; the source's own points
   are in its image and, for the content encoder, its parsing map);
 * :class:`KeypointSFT` modulates the generator's features at 64 and 128 px with the target's
-  heatmaps (drawn at 64 px), ``f · (1 + scale) + shift``: the layers that draw the mouth see where the lips are,
-  which a warp of a closed source mouth cannot open into a dark interior. Its output convolutions
+  heatmaps (drawn at 64 px), ``f · (1 + scale) + shift``: the layers that draw the mouth see where
+  the lips are, which a warp of a closed source mouth cannot open into a dark interior. Its output convolutions
   start at zero, so an untrained one changes nothing.
 
-At inference the keypoints are the face model's projection of the coefficients being rendered
-(:meth:`stylization.data.render_inputs.RenderInputs.keypoints`); in training, the corpus's
-landmarks of the source and target frames (the same projection on the synthetic corpus).
+At inference the keypoints are the face model's projection of the coefficients being rendered,
+mapped into the crop (:meth:`stylization.data.render_inputs.RenderInputs.drive_keypoints`); in
+training and evaluation, the corpus's landmarks of the target frames (on the synthetic corpus,
+that same projection).
 """
 
 from __future__ import annotations
