@@ -335,6 +335,36 @@ def test_losses():
         losses.motion_residual_loss(renders[:, :1], renders[:, :1])
 
 
+def test_mouth_motion_loss_is_the_motion_residual_inside_one_mouth_box():
+    torch.manual_seed(0)
+    b, n, size = 2, 4, 32
+    real = torch.rand(b, n, 3, size, size) * 2 - 1
+    lm = torch.zeros(b, n, 68, 2)
+    lm[..., 48:68, 0] = torch.linspace(10.0, 20.0, 20)  # mouth 10 px wide at x 10-20, y 14-18:
+    lm[..., 48:68, 1] = torch.linspace(14.0, 18.0, 20)  # box x 6-24, y 7-25 (1.5 times, +1 px)
+    lm[:, 1:, 48:68, 1] += 1.0  # later frames' boxes one pixel lower: the mean box, rounded, is y 8-26
+    box = (slice(None), slice(None), slice(None), slice(8, 26), slice(6, 24))
+    # a model whose error is the same in every frame of a source, and any error outside the box: 0
+    shared = real + 0.3 * torch.rand(b, 1, 3, size, size)
+    outside = shared.clone()
+    outside[..., :4, :] += torch.rand(b, n, 3, 4, size)
+    assert losses.mouth_motion_loss(outside, real, lm) < 1e-12
+    # a still mouth: the target's own change in the box, squared (independent arithmetic)
+    still = real[:, :1].expand_as(real)
+    crop = real[box]
+    assert torch.isclose(losses.mouth_motion_loss(still, real, lm), (crop - crop.mean(1, keepdim=True)).pow(2).mean())
+    # inside the box it is motion_residual_loss on the crops
+    fake = (real + 0.2 * torch.randn_like(real)).requires_grad_(True)
+    value = losses.mouth_motion_loss(fake, real, lm)
+    assert torch.isclose(value, losses.motion_residual_loss(fake[box], real[box]))
+    value.backward()
+    inside = torch.zeros(size, size, dtype=torch.bool)
+    inside[8:26, 6:24] = True
+    assert (fake.grad[..., ~inside] == 0).all() and fake.grad[..., inside].abs().sum() > 0
+    with pytest.raises(ValueError):
+        losses.mouth_motion_loss(real[:, :1], real[:, :1], lm[:, :1])
+
+
 def test_style_a_loss_weights_its_named_terms():
     torch.manual_seed(0)
     b, k, f, size = 2, 2, 2, 16
@@ -346,14 +376,16 @@ def test_style_a_loss_weights_its_named_terms():
     batch = {"source": torch.rand(b, 3, size, size), "target_real": torch.rand(b, k, f, 3, size, size),
              "target_landmarks": lm}
     weights = {"mse": 1.0, "perceptual": 0.0, "lpips": 0.0, "adversarial": 0.5, "mask": 2.0, "temporal": 3.0,
-               "warp": 0.25, "mouth": 4.0, "motion": 5.0}
+               "warp": 0.25, "mouth": 4.0, "motion": 5.0, "mouth_motion": 6.0}
     loss = losses.StyleALoss(weights=weights, degree=1.0, align_corners=True)
     total, terms = loss(out, target, batch, g_adv=torch.tensor(0.7))
-    assert list(terms) == ["g_adv", "mse", "mask", "warp", "mouth", "motion", "temporal"]
+    assert list(terms) == ["g_adv", "mse", "mask", "warp", "mouth", "motion", "mouth_motion", "temporal"]
+    assert torch.isclose(terms["mouth_motion"], losses.mouth_motion_loss(fake.reshape(b, k * f, 3, size, size),
+                                                                         target.flatten(1, 2), lm.flatten(1, 2)))
     of = {"g_adv": "adversarial"}
     assert torch.isclose(total, sum(weights[of.get(n, n)] * v for n, v in terms.items()))
     assert torch.isclose(terms["mse"], losses.reconstruction_loss(fake, target.flatten(0, 2)))
-    _, without = losses.StyleALoss(weights={**weights, "warp": 0.0, "temporal": 0.0}, degree=1.0,
+    _, without = losses.StyleALoss(weights={**weights, "warp": 0.0, "temporal": 0.0, "mouth_motion": 0.0}, degree=1.0,
                                    align_corners=True)(out, target, batch)
     assert list(without) == ["mse", "mask", "mouth", "motion"]  # a zero weight is not computed (mse, mask: always)
     with pytest.raises(ConfigError, match="stage.loss: unknown weights \\['l1'\\]"):

@@ -19,6 +19,9 @@
   by the flow and the target image.
 * :func:`mouth_loss` — MSE inside each target's mouth box (landmarks 48-67, enlarged): the mouth
   is a few percent of the frame, so the plain MSE barely asks for it.
+* :func:`mouth_motion_loss` — the motion residual inside the mouth: how the mouth box changes over
+  the frames rendered from one source, model against target (the quantity ``eval_render``'s
+  ``mouth_motion_corr`` / ``mouth_motion_gain`` score), as an MSE.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import nn
 
 from stylization.constants import IMAGENET_MEAN, IMAGENET_STD
 from stylization.errors import ConfigError
-from stylization.metrics.mouth import mouth_boxes
+from stylization.metrics.mouth import mouth_boxes, mouth_changes
 from stylization.style_a.motion import warp
 
 VGG19_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu5_1": 29}  # indices in features
@@ -146,9 +149,29 @@ def mouth_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor, 
                         for i, (x0, y0, x1, y1) in enumerate(boxes)]).mean()
 
 
+def mouth_motion_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """fake, real [B, N >= 2, 3, S, S] (N frames rendered from one source); landmarks [B, N, 68, 2] in
+    pixels of S -> the MSE between the model's and the target's mouth change over the N frames (one
+    box per source, :func:`stylization.metrics.mouth.mouth_changes`), averaged over the B sources.
+
+    Equal to :func:`motion_residual_loss` restricted to the mouth box: the full-frame term spreads its
+    weight over the head, where pose dominates; this one asks for the lips alone."""
+    if fake.shape[1] < 2:
+        raise ValueError("the mouth motion loss needs at least two frames per source")
+    b, n = fake.shape[:2]
+    boxes = mouth_boxes(landmarks.flatten(0, 1), fake.shape[-1]).tolist()
+    flat_fake, flat_real = fake.flatten(0, 1), real.flatten(0, 1)
+    errors = []
+    for i in range(b):
+        model_change, target_change = mouth_changes(flat_fake, flat_real, boxes, range(i * n, i * n + n))
+        errors.append((model_change - target_change).pow(2).mean())
+    return torch.stack(errors).mean()
+
+
 # The weights of stage.loss and the term each scales ("adversarial" scales the generator's term).
 TERM_OF_WEIGHT = {"adversarial": "g_adv", "mse": "mse", "perceptual": "perceptual", "lpips": "lpips", "mask": "mask",
-                  "temporal": "temporal", "warp": "warp", "mouth": "mouth", "motion": "motion"}
+                  "temporal": "temporal", "warp": "warp", "mouth": "mouth", "motion": "motion",
+                  "mouth_motion": "mouth_motion"}
 
 
 def check_weights(weights: Mapping[str, float]) -> None:
@@ -215,6 +238,10 @@ class StyleALoss(nn.Module):
         if k * f > 1 and w["motion"] > 0:
             terms["motion"] = motion_residual_loss(fake.reshape(b, k * f, *fake.shape[1:]),
                                                    real.reshape(b, k * f, *real.shape[1:]))
+        if k * f > 1 and w["mouth_motion"] > 0:
+            terms["mouth_motion"] = mouth_motion_loss(fake.reshape(b, k * f, *fake.shape[1:]),
+                                                      real.reshape(b, k * f, *real.shape[1:]),
+                                                      batch["target_landmarks"].flatten(1, 2))
         if f > 1 and w["temporal"] > 0:
             terms["temporal"] = temporal_loss(fake.reshape(b * k, f, *fake.shape[1:]), target.flatten(0, 1))
         weight_of = {term: w[name] for name, term in TERM_OF_WEIGHT.items()}
