@@ -320,12 +320,20 @@ def clip_text_encoder(model: str | dict, pretrained: str | None, seed: int = 0):
     Returns:
         :class:`~stylization.style_e.text_encoder.ClipTextEncoder`.
     """
+    from stylization.style_e.text_encoder import ClipTextEncoder
+
+    return ClipTextEncoder(*open_clip_model(model, pretrained, seed, key="model.text_encoder"))
+
+
+def open_clip_model(model: str | dict, pretrained: str | None, seed: int = 0, key: str = "clip"):
+    """An open_clip CLIP (image and text towers) and its tokenizer: ``model`` a name or a config dict,
+    ``pretrained`` a tag, a local file or None (random weights from ``seed``; the global RNG is left
+    untouched). ``key`` names the config option in the error messages."""
     import pickle
 
     import open_clip
 
     from stylization.errors import ConfigError
-    from stylization.style_e.text_encoder import ClipTextEncoder
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -339,15 +347,15 @@ def clip_text_encoder(model: str | dict, pretrained: str | None, seed: int = 0):
                 # the first 200 characters: open_clip's message for an unknown name lists every model it knows
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
                 raise CheckpointError(
-                    f"cannot load CLIP model.text_encoder.model={model} pretrained={pretrained!r} "
+                    f"cannot load CLIP {key}.model={model} pretrained={pretrained!r} "
                     f"({type(exc).__name__}: {reason}); the tag downloads once into the open_clip / Hugging Face cache "
-                    "(needs the network once), or set model.text_encoder.pretrained to a local checkpoint file"
+                    f"(needs the network once), or set {key}.pretrained to a local checkpoint file"
                 ) from None
             tokenizer = open_clip.get_tokenizer(model)
         else:
             if pretrained is not None:
-                raise ConfigError(f"model.text_encoder.pretrained={pretrained!r} cannot load into a CLIP config dict; "
-                                  "give a model name (model.text_encoder.model=ViT-B-32) or pretrained=null")
+                raise ConfigError(f"{key}.pretrained={pretrained!r} cannot load into a CLIP config dict; "
+                                  f"give a model name ({key}.model=ViT-B-32) or pretrained=null")
             clip = open_clip.CLIP(**dict(model))
             tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the bundled BPE vocabulary
-    return ClipTextEncoder(clip, tokenizer)
+    return clip, tokenizer

@@ -1,0 +1,182 @@
+"""scripts/preprocess.py on a fake MEAD tree made from a synthetic corpus (whose landmarks are known):
+30 fps videos with m4a audio in MEAD's layout, a few damaged clips, a run killed halfway and
+resumed, and what comes out (frame counts, alignment, landmark error, splits, texts, training)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stylization.constants import FPS, SAMPLES_PER_FRAME
+from stylization.data.corpus import Corpus, read_index
+from stylization.data.video import _encode_audio, probe_video, read_video, resample_indices, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEAKERS = {"S000": "M003", "S001": "M005", "S002": "W009"}  # M003 and W009: EDTalk's MEAD test speakers
+CANVAS, OFFSET = (288, 352), (40, 16)  # (H, W) of the raw frames; where the corpus frame sits (x, y)
+
+
+def write_m4a(path: Path, audio: np.ndarray) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", format="ipod") as container:
+        stream = container.add_stream("aac", rate=48000)
+        stream.layout = "mono"
+        _encode_audio(container, stream, audio, 16000, len(audio) / 16000)
+
+
+def to_30fps(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """25 fps frames placed on the raw canvas, at 30 fps -> (frames, the 25 fps index of each)."""
+    idx = resample_indices(np.arange(len(frames)) / FPS, FPS, 30)
+    canvas = np.full((len(idx), *CANVAS, 3), 90, np.uint8)
+    h, w = frames.shape[1:3]
+    canvas[:, OFFSET[1]:OFFSET[1] + h, OFFSET[0]:OFFSET[0] + w] = frames[idx]
+    return canvas, idx
+
+
+@pytest.fixture(scope="module")
+def mead_tree(tmp_path_factory):
+    """(raw MEAD tree, the source corpus, {clip id: (corpus clip, 30 fps -> 25 fps index)}, damaged ids)."""
+    from stylization.data.synthetic.build import CorpusSpec, build_corpus
+
+    base = tmp_path_factory.mktemp("mead")
+    corpus_root = base / "corpus"
+    build_corpus(CorpusSpec(out=str(corpus_root), speakers=3, clips=1, seconds=1.2, resolution=256, workers=2,
+                            emotions=("neutral", "happy", "sad", "angry"), levels=(1, 3), styles=("cel",),
+                            art_references=1, test_speakers=1))
+    corpus = Corpus(corpus_root)
+    raw = base / "raw"
+    truth = {}
+    for rec in corpus.records:
+        spk = SPEAKERS[rec.speaker]
+        n = len([k for k in truth if k.startswith(f"{spk}#{rec.emotion}#level_{rec.level}#")])
+        clip_id = f"{spk}#{rec.emotion}#level_{rec.level}#{n + 1:03d}"
+        frames30, idx = to_30fps(read_video(corpus.path(rec, "video")))
+        write_video(raw / spk / "video" / "front" / rec.emotion / f"level_{rec.level}" / f"{n + 1:03d}.mp4",
+                    frames30, fps=30)
+        write_m4a(raw / spk / "audio" / rec.emotion / f"level_{rec.level}" / f"{n + 1:03d}.m4a", corpus.load_audio(rec))
+        truth[clip_id] = (rec, idx)
+    # damage: a truncated video, a missing audio file, a clip shorter than a window, a video without a face
+    rec = corpus.records[0]
+    frames30, _ = to_30fps(read_video(corpus.path(rec, "video")))
+    damaged = {}
+    video = raw / "M005/video/front/fear/level_1"
+    write_video(video / "001.mp4", frames30, fps=30)
+    data = (video / "001.mp4").read_bytes()
+    (video / "001.mp4").write_bytes(data[: len(data) // 3])
+    write_m4a(raw / "M005/audio/fear/level_1/001.m4a", corpus.load_audio(rec))
+    damaged["M005#fear#level_1#001"] = "not a readable video"
+    write_video(video / "002.mp4", frames30, fps=30)  # no audio file
+    damaged["M005#fear#level_1#002"] = "audio"
+    write_video(video / "003.mp4", frames30[:24], fps=30)  # 20 frames at 25 fps
+    write_m4a(raw / "M005/audio/fear/level_1/003.m4a", corpus.load_audio(rec)[: 20 * SAMPLES_PER_FRAME])
+    damaged["M005#fear#level_1#003"] = "shorter than"
+    noise = np.random.default_rng(0).integers(0, 255, (40, *CANVAS, 3), dtype=np.uint8)
+    write_video(video / "004.mp4", noise, fps=30)
+    write_m4a(raw / "M005/audio/fear/level_1/004.m4a", corpus.load_audio(rec))
+    damaged["M005#fear#level_1#004"] = "no face found"
+    return raw, corpus, truth, damaged
+
+
+def preprocess_command(raw, out, *extra):
+    return [sys.executable, str(ROOT / "scripts" / "preprocess.py"), "dataset=mead", f"raw={raw}", f"out={out}",
+            "workers=2", "clip_model=tiny", *extra]
+
+
+@pytest.fixture(scope="module")
+def processed(mead_tree, tmp_path_factory):
+    """The tree preprocessed by a run killed once about a third of the clips were done, then resumed."""
+    raw, _, truth, _ = mead_tree
+    out = tmp_path_factory.mktemp("processed") / "mead"
+    first = subprocess.Popen(preprocess_command(raw, out), cwd=ROOT, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if len(list(out.glob("clips/*/record.json"))) >= len(truth) // 3:
+            os.killpg(first.pid, signal.SIGKILL)  # the run and its workers, mid-clip
+            break
+        time.sleep(0.2)
+    first.wait()
+    done_before = len(list(out.glob("clips/*/record.json")))
+    second = subprocess.run(preprocess_command(raw, out), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return out, json.loads(second.stdout.strip().splitlines()[-1]), done_before
+
+
+def test_the_run_resumes_and_reports_every_damaged_clip(mead_tree, processed):
+    raw, _, truth, damaged = mead_tree
+    out, summary, done_before = processed
+    assert 0 < done_before < len(truth)  # it was killed halfway
+    records = read_index(out)
+    ids = [r.id for r in records]
+    assert sorted(ids) == sorted(truth) and len(set(ids)) == len(ids)
+    assert summary["clips"] == len(truth) and summary["failed"] == len(damaged)
+    assert summary["frames"] == sum(r.n_frames for r in records) and summary["seconds"] > 0
+    assert summary["skipped_done"] >= done_before
+    assert not list(out.glob(".partial/*"))
+    corpus = Corpus(out)
+    assert all(corpus.check_clip(r) is None for r in records)
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {f["id"]: f["reason"] for f in failures}.keys() == damaged.keys()
+    for f in failures:
+        assert damaged[f["id"]] in f["reason"], f
+    # a third run has nothing left to do (failures are not retried unless asked)
+    again = subprocess.run(preprocess_command(raw, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    last = json.loads(again.stdout.strip().splitlines()[-1])
+    assert last["processed"] == 0 and last["skipped_failed"] == len(damaged) and last["clips"] == len(truth)
+
+
+def test_frames_audio_and_landmarks_match_the_source(mead_tree, processed):
+    _, corpus, truth, _ = mead_tree
+    out, _, _ = processed
+    from stylization.preprocess.tracking import crop_matrix, transform_points
+
+    errors = []
+    for rec in read_index(out):
+        source, idx30 = truth[rec.id]
+        raw_n = len(idx30)
+        back = resample_indices(np.arange(raw_n) / 30, 30, FPS)  # 30 fps -> 25 fps, as the reader does
+        assert rec.n_frames == len(back) == source.n_frames
+        info = probe_video(Corpus(out).path(rec, "video"))
+        assert (info.width, info.height) == (256, 256) and info.fps == pytest.approx(FPS)
+        audio = Corpus(out).load_audio(rec)
+        assert abs(len(audio) / SAMPLES_PER_FRAME - rec.n_frames) < 1
+        meta = json.loads((out / "clips" / rec.id.replace("#", "_") / "record.json").read_text())
+        m = crop_matrix(tuple(meta["crop_box"]), 256)
+        known = corpus.load_landmarks(source)[idx30[back]] + np.array(OFFSET, np.float32)
+        found = Corpus(out).load_landmarks(rec)
+        errors.append(np.abs(found - transform_points(known, m)).mean(-1))  # [T, 68] px of the 256 crop
+    errors = np.concatenate(errors)
+    # Measured: mouth 1.1 px, eyes 1.1 px, all 68 points 2.05 px. Nearly all of it is a constant
+    # offset per clip where dlib's 68-point convention and the stand-in model's keypoints disagree
+    # (brows 3.6 px, jaw 2.7 px), not the tracking, cropping or resampling (docs/results.md).
+    assert errors[:, 48:68].mean() < 2.0 and errors[:, 36:48].mean() < 2.0, errors.mean(0)
+    assert errors.mean() < 2.5, errors.mean(0)
+
+
+def test_splits_and_texts(processed):
+    out, summary, _ = processed
+    records = read_index(out)
+    assert {r.speaker for r in records if r.split == "test"} == {"M003", "W009"}
+    assert summary["splits"] == {"test": 16, "train": 8}
+    happy = [r for r in records if r.emotion == "happy"]
+    words = ("happ", "smil", "cheer", "joy", "delight", "glad")
+    assert all(len(r.texts) == 5 for r in records)
+    assert all(any(w in " ".join(r.texts).lower() for w in words) for r in happy)
+
+
+def test_style_e_trains_on_the_result(processed, tmp_path):
+    out, _, _ = processed
+    run = subprocess.run([sys.executable, "train.py", "stage=style_e", "model=style_e_small", "data=mead",
+                          f"data.root={out}", "data.face_model=stand_in", f"trainer.run_dir={tmp_path / 'run'}",
+                          "trainer.max_steps=2", "trainer.max_minutes=null", "data.val_split=null", "stage.batch_size=4"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
