@@ -170,6 +170,11 @@ def test_splits_and_texts(processed):
     words = ("happ", "smil", "cheer", "joy", "delight", "glad")
     assert all(len(r.texts) == 5 for r in records)
     assert all(any(w in " ".join(r.texts).lower() for w in words) for r in happy)
+    inspect = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_corpus.py"), str(out)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert inspect.returncode == 0, inspect.stderr[-2000:]
+    assert json.loads(inspect.stdout.strip().splitlines()[-1]) == {"clips": 24, "speakers": 3, "damaged": 0,
+                                                                   "short": 0, "speaker_disjoint": True}
 
 
 def test_style_e_trains_on_the_result(processed, tmp_path):
