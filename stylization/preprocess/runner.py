@@ -223,6 +223,9 @@ def _work(args: tuple[RawClip, str, str]) -> tuple[str, str | None, int, float]:
         return clip.id, None, len(result["frames"]), time.monotonic() - started
     except (SkipClip, UserError) as exc:
         reason = str(exc)
+    except Exception as exc:  # a bug or a library error on one clip: logged with its type, the run goes on
+        log.exception("clip %s failed", clip.id)
+        reason = f"internal error ({type(exc).__name__}: {exc})"
     _write_json_atomic(os.path.join(out, "failures", clip_dir_name(clip.id) + ".json"),
                        {"id": clip.id, "reason": reason, "video": clip.video})
     return clip.id, reason, 0, time.monotonic() - started
@@ -290,7 +293,7 @@ def _partial_dirs(out: str, shard_tag: str) -> list[str]:
 
 
 def read_splits_file(path: str) -> set[str]:
-    """Test clip ids from a JSON list or a text file (one id per line; ``#`` comments allowed)."""
+    """Test clip ids from a JSON list or a text file (one id per line; blank lines ignored)."""
     if not os.path.isfile(path):
         raise DataError("splits file not found", path)
     text = open(path, encoding="utf-8-sig").read()
@@ -302,7 +305,7 @@ def read_splits_file(path: str) -> set[str]:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise DataError("not a JSON list of clip ids", path)
         return {i.strip() for i in ids}
-    return {line.split("#!")[0].strip() for line in text.splitlines() if line.strip() and not line.startswith("//")}
+    return {line.strip() for line in text.splitlines() if line.strip()}
 
 
 def default_test_speakers(dataset: str, speakers: Sequence[str]) -> list[str]:
