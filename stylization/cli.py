@@ -11,11 +11,15 @@ from typing import Callable, Sequence
 
 from omegaconf.errors import MissingMandatoryValue
 
+from stylization.allocator import tune_allocator
 from stylization.errors import UserError
 
 
 def run_cli(task: Callable[[], object]) -> None:
-    """Run ``task``; a :class:`UserError` or a missing required option exits without a traceback."""
+    """Run ``task``; a :class:`UserError` or a missing required option exits without a traceback.
+
+    glibc's allocator is tuned first (:func:`stylization.allocator.tune_allocator`)."""
+    tune_allocator()
     try:
         task()
     except UserError as exc:

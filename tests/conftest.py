@@ -65,6 +65,13 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return make_tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+def pytest_configure(config):
+    """The suite runs with the allocator setting the entry points use (stylization/allocator.py)."""
+    from stylization.allocator import tune_allocator
+
+    tune_allocator()
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -4,7 +4,7 @@ do no file I/O or downloads.
 
 The layers (docs/architecture.md; a lower layer never imports a higher one):
 
-  0 base        stylization (the package), stylization.errors, .constants, .numerics
+  0 base        stylization (the package), stylization.errors, .constants, .numerics, .allocator
   1 data        stylization.data.*, stylization.text.*
   2 metrics     stylization.metrics.*
   3 models      every module of a model package (style_e, style_a, and later styletalk, saas,
@@ -26,7 +26,7 @@ import pytest
 from conftest import REPO
 
 LAYER_NAMES = {0: "base", 1: "data", 2: "metrics", 3: "models", 4: "engine", 5: "stages", 6: "top"}
-BASE = {"stylization", "stylization.errors", "stylization.constants", "stylization.numerics"}
+BASE = {"stylization", "stylization.errors", "stylization.constants", "stylization.numerics", "stylization.allocator"}
 MODEL_PACKAGES = ("style_e", "style_a", "styletalk", "saas", "style_reference")
 TOP = {"stylization.pipeline", "stylization.cli", "stylization.app"}
 # What a model module (layer 3) must not import: it stays a pure nn.Module, built from arguments.
