@@ -29,6 +29,20 @@ def test_roundtrip_keeps_frames_and_audio_duration(tmp_path):
     assert np.abs(frames[:, 16, 16, 0].astype(int) - np.arange(30) * 8).max() <= 3
 
 
+def test_muxed_sound_is_not_delayed(tmp_path):
+    """AAC's 1024 priming samples are marked and skipped (the mp4 edit list): a click written at
+    0.5 s decodes at 0.5 s, and the sound lasts as long as the video (before: 21.3 ms late and long)."""
+    from stylization.preprocess.decode import decode_audio
+
+    wav = np.zeros(32000, np.float32)  # 2 s at 16 kHz
+    wav[8000:8040] = 0.9
+    path = tmp_path / "click.mp4"
+    write_video(path, numbered_frames(50), fps=25, audio=wav, sample_rate=16000)
+    decoded = np.asarray(decode_audio(str(path))).reshape(-1)
+    assert abs(int(np.argmax(np.abs(decoded))) - 8000) <= 16  # within 1 ms (the resampler's filter)
+    assert abs(probe_video(path).audio_duration - 2.0) < 0.005
+
+
 def test_other_frame_rates_are_resampled_to_25(tmp_path):
     path = tmp_path / "thirty.mp4"
     write_video(path, numbered_frames(30), fps=30)  # 1 s at 30 fps

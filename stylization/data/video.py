@@ -185,12 +185,16 @@ def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int, second
     resampler = av.AudioResampler(format="fltp", layout="mono", rate=AAC_SAMPLE_RATE)
     src = av.AudioFrame.from_ndarray(wav[None], format="flt", layout="mono")
     src.sample_rate = sample_rate
-    chunk = 1024
+    chunk, done = 1024, 0
     for resampled in resampler.resample(src) + resampler.resample(None):
         data = resampled.to_ndarray()
         for start in range(0, data.shape[1], chunk):
             piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start:start + chunk]), format="fltp",
                                                layout="mono")
             piece.sample_rate = AAC_SAMPLE_RATE
+            # timestamps let the encoder mark its 1024 priming samples, which the mp4 edit list then
+            # skips; without them every player hears the sound 21 ms late
+            piece.pts, piece.time_base = done, Fraction(1, AAC_SAMPLE_RATE)
+            done += piece.samples
             container.mux(stream.encode(piece))
     container.mux(stream.encode(None))
