@@ -1,5 +1,5 @@
 """Preprocessing speed by step: ``python scripts/bench_preprocess.py [raw=DIR dataset=mead] [clips=8] [coeffs_backend=fit]
-[canvas=1080x1920 face=640]``.
+[canvas=1080x1920 face=640]``, or of the Deep3DFaceRecon step alone: ``... deep3d_frames=64 [deep3d_batch=32]``.
 
 Without ``raw=``, it makes a fake MEAD tree first (a synthetic corpus at 256 px, each clip put on a
 352×288 canvas and re-encoded at 30 fps with m4a audio: the shape of the real thing, smaller).
@@ -7,6 +7,13 @@ Then it runs :class:`stylization.preprocess.runner.ClipProcessor` on ``clips`` c
 process (one thread, as each worker runs) and prints frames per second for each step (decode +
 detect + track, decode + crop + landmarks, coefficients, writing) and end to end; the last line
 is one JSON object. Workers multiply the end-to-end figure by about the number of cores.
+
+With ``deep3d_frames=N`` it times only the Deep3DFaceRecon coefficients of N frames
+(:meth:`stylization.preprocess.deep3d.Deep3DBackend.coefficients`: the per-frame alignment, then
+ReconNet in batches of ``deep3d_batch``) with a random-weight ``epoch_20.pth`` in the official
+layout (the weights do not change the time), on the CPU (one thread, as each worker runs) and on
+CUDA when there is one; the inputs are 256² crops with a face about 100 px across, as
+:class:`~stylization.preprocess.runner.ClipProcessor` passes them. The alignment alone is timed too.
 """
 
 import argparse
@@ -57,6 +64,39 @@ def fake_mead(out: Path, clips: int, canvas: tuple[int, int] = (288, 352), face:
     return raw
 
 
+def bench_deep3d(work: Path, n_frames: int, batch_size: int) -> dict:
+    """Frames per second of the Deep3DFaceRecon step: ``align`` (the alignment alone, CPU) and one
+    entry per device (alignment + ReconNet, after one warm-up batch)."""
+    import numpy as np
+    import torch
+    from scipy.io import savemat
+
+    from stylization.preprocess.deep3d import Deep3DBackend, align
+    from stylization.preprocess.recon_net import ReconNet
+
+    rng = np.random.default_rng(0)
+    lm3d = rng.normal(size=(68, 3))  # stand-in standard landmarks: only the crop's scale (about 1) matters here
+    (work / "BFM").mkdir(parents=True)
+    savemat(work / "BFM" / "similarity_Lm3D_all.mat", {"lm": lm3d})
+    torch.save({"net_recon": ReconNet().state_dict(), "epoch": 20}, work / "epoch_20.pth")
+    frames = (rng.random((n_frames, 256, 256, 3)) * 255).astype(np.uint8)
+    landmarks = (100 * lm3d[:, :2] * [1, -1] + 128 + rng.normal(scale=2.0, size=(n_frames, 68, 2))).astype(np.float32)
+    fps = {}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        backend = Deep3DBackend(str(work / "epoch_20.pth"), str(work / "BFM"), device, batch_size)
+        if device == "cpu":
+            started = time.perf_counter()
+            for frame, lm in zip(frames, landmarks):
+                align(frame, lm, backend.lm3d5)
+            fps["align"] = n_frames / (time.perf_counter() - started)
+        backend.coefficients(frames[:batch_size], landmarks[:batch_size])  # warm-up: allocator, kernel choice
+        started = time.perf_counter()
+        rows = backend.coefficients(frames, landmarks)  # ends with a copy to the host: the device has finished
+        fps[device] = n_frames / (time.perf_counter() - started)
+        assert rows.shape == (n_frames, 260)
+    return fps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", default=None)
@@ -65,6 +105,8 @@ def main() -> None:
     parser.add_argument("--coeffs-backend", default="fit")
     parser.add_argument("--canvas", default="288x352", help="HxW of the fake tree's frames (1080x1920: MEAD's)")
     parser.add_argument("--face", type=int, default=256, help="px of the face square on the canvas")
+    parser.add_argument("--deep3d-frames", type=int, default=0, help="time only the Deep3DFaceRecon step, on N frames")
+    parser.add_argument("--deep3d-batch", type=int, default=32, help="frames per ReconNet batch (deep3d_frames)")
     argv = []  # key=value, as the other scripts take them, or --key value
     for arg in sys.argv[1:]:
         key, eq, value = arg.partition("=")
@@ -79,6 +121,14 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
+    if args.deep3d_frames > 0:
+        fps = bench_deep3d(work, args.deep3d_frames, args.deep3d_batch)
+        for name, value in fps.items():
+            label = "align (CPU)" if name == "align" else f"deep3d ({name})"
+            print(f"{label:>16}: {value:8.1f} frames/s")
+        print(json.dumps({"frames": args.deep3d_frames, "batch": args.deep3d_batch, "threads": torch.get_num_threads(),
+                          "fps": {k: round(v, 1) for k, v in fps.items()}}))
+        return
     canvas = tuple(int(v) for v in args.canvas.split("x"))
     raw = Path(args.raw) if args.raw else fake_mead(work, args.clips, canvas, args.face)
     clips = discover(args.dataset, str(raw))[0][: args.clips]

@@ -33,6 +33,12 @@ Plain state dicts and DataParallel ``module.`` prefixes are accepted for every k
 Style-A's other fetched files: :func:`load_exstyle_codes` (DualStyleGAN's ``exstyle_code.npy``,
 read with an unpickler that admits only arrays), :func:`vgg19_features` and :func:`lpips_vgg`
 (the perceptual losses' ImageNet networks; the loss modules themselves take them ready-made).
+
+CLIP and transformers: :func:`clip_text_encoder` (Style-E's text condition, open_clip or
+transformers backend), :func:`open_clip_model`; :func:`hf_clip_text` (a local transformers CLIP
+directory), :func:`export_hf_clip_text` (an open_clip text tower -> such a directory, through the
+rename map :func:`open_clip_text_state_to_hf`), :func:`transformers_lm` (a local causal or
+sequence-to-sequence language model directory, for rewording the emotion texts).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -212,10 +219,10 @@ def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None =
     module = build_module(kind) if module is None else module
     state = extract_state_dict(kind, obj, path)
     if kind == "psp_encoder":  # pSp adds latent_avg to every code; it lives beside the state dict
-        avg = obj.get("latent_avg")
-        if not torch.is_tensor(avg) or avg.shape[-1] != 512:
-            raise CheckpointError("has no 'latent_avg' [18, 512] (or [512]) beside its state_dict", path)
-        state = {**state, "latent_avg": avg.reshape(-1, 512).expand_as(module.latent_avg).clone()}
+        avg, dim = obj.get("latent_avg"), module.latent_avg.shape[-1]  # 512 for the released encoders
+        if not torch.is_tensor(avg) or avg.shape[-1] != dim:
+            raise CheckpointError(f"has no 'latent_avg' [18, {dim}] (or [{dim}]) beside its state_dict", path)
+        state = {**state, "latent_avg": avg.reshape(-1, dim).expand_as(module.latent_avg).clone()}
     return load_strict(module, state, path)
 
 
@@ -234,8 +241,9 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def load_exstyle_codes(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """DualStyleGAN / VToonify ``exstyle_code.npy``: {style image name: float32 [1, 18, 512]} (Z+).
+def load_exstyle_codes(path: str | os.PathLike, style_dim: int = 512) -> dict[str, np.ndarray]:
+    """DualStyleGAN / VToonify ``exstyle_code.npy``: {style image name: float32 [1, 18, 512]} (Z+;
+    ``style_dim`` other than 512 only for small test models).
 
     The file is a pickled dict inside .npy; it is read with an unpickler that accepts only
     NumPy arrays, so a malicious file cannot run code. Map a code to W+ with the generator's
@@ -260,9 +268,9 @@ def load_exstyle_codes(path: str | os.PathLike) -> dict[str, np.ndarray]:
     out = {}
     for name, code in codes.items():
         arr = np.asarray(code, np.float32)
-        if arr.shape[-1] != 512 or arr.ndim not in (2, 3):
-            raise DataError(f"style {name!r} has shape {list(arr.shape)}, expected [1, 18, 512]", path)
-        out[str(name)] = arr.reshape(1, -1, 512)
+        if arr.shape[-1] != style_dim or arr.ndim not in (2, 3):
+            raise DataError(f"style {name!r} has shape {list(arr.shape)}, expected [1, 18, {style_dim}]", path)
+        out[str(name)] = arr.reshape(1, -1, style_dim)
     return out
 
 
@@ -306,23 +314,41 @@ def lpips_vgg() -> nn.Module:
 
 # -- CLIP (Style-E's text condition) ---------------------------------------------------------
 
-def clip_text_encoder(model: str | dict, pretrained: str | None, seed: int = 0):
+def clip_text_encoder(model: str | dict, pretrained: str | None, seed: int = 0, backend: str = "open_clip",
+                      hf_model: str | None = None):
     """Build Style-E's frozen text encoder (the configs' ``model.text_encoder._target_``).
 
     Args:
         model: an open_clip model name (``"ViT-B-32"``) or an open_clip CLIP config dict
-            (e.g. :func:`~stylization.style_e.text_encoder.tiny_clip_config`).
+            (e.g. :func:`~stylization.style_e.text_encoder.tiny_clip_config`). open_clip backend only.
         pretrained: with a name: an open_clip tag (``"openai"``, downloaded once into the open_clip /
             Hugging Face cache) or a local checkpoint file; None for random weights. Must be None
-            with a config dict.
+            with a config dict. open_clip backend only.
         seed: the initialisation seed of random weights (the global RNG is left untouched).
+        backend: ``"open_clip"`` or ``"hf"`` (transformers' CLIP text tower from ``hf_model``; the
+            same vector for the same weights, see :func:`export_hf_clip_text`).
+        hf_model: with ``backend="hf"``: a local directory of a transformers ``CLIPModel`` or
+            ``CLIPTextModelWithProjection`` with its tokenizer files (e.g. a download of
+            ``openai/clip-vit-base-patch32``, or :func:`export_hf_clip_text`'s output).
 
     Returns:
         :class:`~stylization.style_e.text_encoder.ClipTextEncoder`.
     """
     from stylization.style_e.text_encoder import ClipTextEncoder
 
-    return ClipTextEncoder(*open_clip_model(model, pretrained, seed, key="model.text_encoder"))
+    key = "model.text_encoder"
+    if backend == "hf":
+        if hf_model is None:
+            raise ConfigError(f"{key}.backend=hf reads {key}.hf_model=DIR (a local transformers CLIP directory); "
+                              "it is null")
+        tower = hf_clip_text(hf_model, key=f"{key}.hf_model")
+        return ClipTextEncoder(tower, tower.tokenize)
+    if backend != "open_clip":
+        raise ConfigError(f"{key}.backend must be open_clip or hf, got {backend!r}")
+    if hf_model is not None:
+        raise ConfigError(f"{key}.hf_model={hf_model!r} is read only with {key}.backend=hf; set the backend "
+                          "or hf_model=null")
+    return ClipTextEncoder(*open_clip_model(model, pretrained, seed, key=key))
 
 
 def open_clip_model(model: str | dict, pretrained: str | None, seed: int = 0, key: str = "clip"):
@@ -359,3 +385,236 @@ def open_clip_model(model: str | dict, pretrained: str | None, seed: int = 0, ke
             clip = open_clip.CLIP(**dict(model))
             tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the bundled BPE vocabulary
     return clip, tokenizer
+
+
+# -- transformers: CLIP's text tower (Style-E's other backend), language models -------------
+
+# open_clip's text tower -> transformers' CLIPTextModelWithProjection. Outside the blocks:
+OPEN_CLIP_TEXT_TO_HF = {
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight",
+    "ln_final.bias": "text_model.final_layer_norm.bias",
+}
+# Inside block i (``transformer.resblocks.{i}.<module>.<weight|bias>`` ->
+# ``text_model.encoder.layers.{i}.<module>.<weight|bias>``):
+OPEN_CLIP_BLOCK_TO_HF = {
+    "ln_1": "layer_norm1",
+    "attn.out_proj": "self_attn.out_proj",
+    "ln_2": "layer_norm2",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+}
+# Two are not renames: a block's ``attn.in_proj_weight`` [3W, W] and ``attn.in_proj_bias`` [3W]
+# hold nn.MultiheadAttention's q, k and v stacked in that order -> ``self_attn.{q,k,v}_proj.*``;
+# ``text_projection`` [W, D] (used as x @ P) -> ``text_projection.weight`` [D, W] (an nn.Linear).
+# Not the text tower's, skipped: the image tower, the logit scale / bias, the causal mask buffer.
+OPEN_CLIP_NOT_TEXT = ("visual.", "logit_scale", "logit_bias", "attn_mask")
+
+
+def open_clip_text_state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An open_clip CLIP state dict (a ``CustomTextCLIP``'s ``text.*`` too) -> the state dict of
+    transformers' ``CLIPTextModelWithProjection``, by the maps above. A text key they do not know
+    (layer scales, attention pooling, a linear projection) raises :class:`CheckpointError`."""
+    out, unknown = {}, []
+    for key, value in state.items():
+        key = key[len("text."):] if key.startswith("text.") else key
+        if key.startswith(OPEN_CLIP_NOT_TEXT):
+            continue
+        if key in OPEN_CLIP_TEXT_TO_HF:
+            out[OPEN_CLIP_TEXT_TO_HF[key]] = value
+            continue
+        if key == "text_projection":
+            out["text_projection.weight"] = value.t().contiguous()
+            continue
+        match = re.fullmatch(r"transformer\.resblocks\.(\d+)\.(.+)", key)
+        if match is None:
+            unknown.append(key)
+            continue
+        layer, rest = f"text_model.encoder.layers.{match[1]}.", match[2]
+        if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
+            param = rest.rsplit("_", 1)[1]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[f"{layer}self_attn.{name}.{param}"] = part.contiguous()
+            continue
+        module, _, param = rest.rpartition(".")
+        if module in OPEN_CLIP_BLOCK_TO_HF and param in ("weight", "bias"):
+            out[f"{layer}{OPEN_CLIP_BLOCK_TO_HF[module]}.{param}"] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"open_clip text keys with no transformers CLIP equivalent: {unknown[:5]}"
+                              f"{' ...' if len(unknown) > 5 else ''} ({len(unknown)})")
+    return out
+
+
+def hf_clip_text_config(clip: nn.Module, tokenizer):
+    """The ``transformers.CLIPTextConfig`` of an open_clip CLIP's text tower (refusing the
+    variants transformers' CLIP cannot express: no causal mask, layer scale, a pooling other than
+    at the end-of-text token, a linear projection, a tanh-approximated GELU)."""
+    from transformers import CLIPTextConfig
+
+    tower = getattr(clip, "text", clip)  # a CustomTextCLIP keeps its text tower under .text
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+    if not blocks:
+        raise CheckpointError(f"{type(tower).__name__} has no transformer.resblocks: not an open_clip text "
+                              "transformer, cannot convert it to transformers' CLIP")
+    block = blocks[0]
+    act = {"QuickGELU": "quick_gelu", "GELU": "gelu"}.get(type(block.mlp.gelu).__name__)
+    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+    problems = [text for text, bad in (
+        ("no causal mask", getattr(tower, "attn_mask", None) is None),
+        ("layer scale", not isinstance(block.ls_1, nn.Identity)),
+        (f"pooling {pool!r} (argmax / eos only)", pool not in ("argmax", "eos")),
+        ("a class token", getattr(tower, "cls_emb", None) is not None),
+        ("a linear text projection", not isinstance(tower.text_projection, nn.Parameter)),
+        (f"activation {type(block.mlp.gelu).__name__}",
+         act is None or getattr(block.mlp.gelu, "approximate", "none") != "none"),
+    ) if bad]
+    if problems:
+        raise CheckpointError(f"this open_clip text tower has {', '.join(problems)}: transformers' CLIP text model "
+                              "cannot reproduce it")
+    vocab_size, width = tower.token_embedding.weight.shape
+    return CLIPTextConfig(vocab_size=int(vocab_size), hidden_size=int(width),
+                          intermediate_size=int(block.mlp.c_fc.out_features), num_hidden_layers=len(blocks),
+                          num_attention_heads=int(block.attn.num_heads),
+                          max_position_embeddings=int(tower.positional_embedding.shape[0]),
+                          projection_dim=int(tower.text_projection.shape[1]), hidden_act=act,
+                          layer_norm_eps=float(tower.ln_final.eps), bos_token_id=int(tokenizer.sot_token_id),
+                          eos_token_id=int(tokenizer.eot_token_id), pad_token_id=int(tokenizer.eot_token_id))
+
+
+def hf_clip_tokenizer(tokenizer, context_length: int = 77):
+    """open_clip's ``SimpleTokenizer`` -> the ``transformers.CLIPTokenizer`` with the same ids: the
+    same byte-level BPE vocabulary and merges (open_clip ships them as bpe_simple_vocab_16e6.txt.gz),
+    its ``<start_of_text>`` / ``<end_of_text>`` named ``<|startoftext|>`` / ``<|endoftext|>``.
+    Built offline. The tokenizer alone does not apply open_clip's ftfy / HTML-entity cleaning:
+    :class:`~stylization.style_e.text_encoder.HFClipText` does it before calling it."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+
+    if (not isinstance(tokenizer, SimpleTokenizer) or tokenizer.reduction_fn is not None
+            or getattr(tokenizer.clean_fn, "__name__", "") != "_clean_lower" or len(tokenizer.all_special_ids) != 2):
+        raise CheckpointError(f"{type(tokenizer).__name__}: only open_clip's SimpleTokenizer with its default "
+                              "cleaning converts to a transformers CLIPTokenizer")
+    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {names.get(token, token): i for token, i in tokenizer.encoder.items()}
+    merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=int(context_length))
+
+
+def export_hf_clip_text(clip: nn.Module, tokenizer, out_dir: str | os.PathLike) -> str:
+    """Write an open_clip CLIP's text tower as a transformers ``CLIPTextModelWithProjection``
+    directory (config, safetensors weights, tokenizer files) that ``model.text_encoder.backend=hf
+    model.text_encoder.hf_model=<out_dir>`` loads; returns ``out_dir``. The weights go through
+    :func:`open_clip_text_state_to_hf` and load strictly."""
+    from transformers import CLIPTextModelWithProjection
+
+    out_dir = os.fspath(out_dir)
+    config = hf_clip_text_config(clip, tokenizer)
+    tower = getattr(clip, "text", clip)
+    state = open_clip_text_state_to_hf({k: v.detach().float() for k, v in tower.state_dict().items()})
+    model = load_strict(CLIPTextModelWithProjection(config), state, out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    hf_clip_tokenizer(tokenizer, config.max_position_embeddings).save_pretrained(out_dir)
+    return out_dir
+
+
+def _hf_config(path: str, key: str, what: str):
+    """The transformers config of a local model directory, or a one-line :class:`CheckpointError`."""
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{what} directory not found ({key})", path)
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise CheckpointError(f"no config.json: not a transformers model directory ({key})", path)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:  # unreadable JSON, an unknown model_type
+        raise CheckpointError(f"unreadable config.json ({type(exc).__name__}: {_first_line(exc)}) ({key})",
+                              path) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def hf_clip_text(path: str | os.PathLike, key: str = "hf_model"):
+    """A local transformers CLIP directory (``CLIPModel``: its text half, or
+    ``CLIPTextModelWithProjection``) and its ``CLIPTokenizer`` ->
+    :class:`~stylization.style_e.text_encoder.HFClipText` (float32, eval mode). Every text weight
+    must be in the file; the image tower's are ignored. ``key`` names the option in errors."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    from stylization.style_e.text_encoder import HFClipText
+
+    path = os.fspath(path)
+    config = _hf_config(path, key, "transformers CLIP")
+    if config.model_type == "clip":
+        text_config = config.text_config
+        text_config.projection_dim = config.projection_dim  # a CLIPModel keeps it at the top level
+    elif config.model_type == "clip_text_model":
+        text_config = config
+    else:
+        raise CheckpointError(f"model_type {config.model_type!r} is not CLIP; {key} needs a CLIPModel or "
+                              "CLIPTextModelWithProjection directory", path)
+    has = lambda name: os.path.isfile(os.path.join(path, name))  # noqa: E731
+    if not (has("tokenizer.json") or (has("vocab.json") and has("merges.txt"))):
+        raise CheckpointError("no CLIP tokenizer files (tokenizer.json, or vocab.json + merges.txt) beside the "
+                              f"weights ({key}); copy them from the model's release", path)
+    try:
+        model, info = CLIPTextModelWithProjection.from_pretrained(
+            path, config=text_config, dtype=torch.float32, local_files_only=True, output_loading_info=True)
+        tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:  # no / unreadable weights, mis-shaped tensors
+        raise CheckpointError(f"cannot load a transformers CLIP text model ({type(exc).__name__}: "
+                              f"{_first_line(exc)}) ({key})", path) from None
+    image_side = ("vision_model.", "visual_projection.", "logit_scale")
+    unexpected = [k for k in info["unexpected_keys"] if not k.startswith(image_side)]
+    parts = [f"{label} {sorted(keys)[:5]} ({len(keys)})" for label, keys in
+             (("missing", list(info["missing_keys"])), ("unexpected", unexpected),
+              ("mis-shaped", [str(k) for k in info.get("mismatched_keys", [])])) if keys]
+    if parts:
+        raise CheckpointError(f"does not match a CLIP text model ({key}): " + "; ".join(parts), path)
+    eos = text_config.eos_token_id
+    if eos != 2 and tokenizer.eos_token_id != eos:  # 2: transformers' legacy configs, pooled by argmax
+        raise CheckpointError(f"the tokenizer's end-of-text id {tokenizer.eos_token_id} is not the model's "
+                              f"eos_token_id {eos} ({key})", path)
+    return HFClipText(model.eval().requires_grad_(False), tokenizer)
+
+
+def transformers_lm_kind(path: str | os.PathLike, key: str = "paraphrase_model") -> bool:
+    """Whether the local transformers directory ``path`` holds a sequence-to-sequence LM (True) or a
+    causal LM (False), from its config.json alone; anything else raises :class:`CheckpointError`."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
+
+    path = os.fspath(path)
+    config = _hf_config(path, key, "language model")
+    if config.model_type in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:  # first: BART has both kinds
+        return True
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return False
+    raise CheckpointError(f"model_type {config.model_type!r} is neither a causal nor a sequence-to-sequence "
+                          f"language model ({key})", path)
+
+
+def transformers_lm(path: str | os.PathLike, key: str = "paraphrase_model"):
+    """A local transformers language-model directory -> (model in eval mode, tokenizer,
+    ``is_seq2seq``): ``AutoModelForSeq2SeqLM`` when the config's ``model_type`` has a
+    sequence-to-sequence LM (T5, BART, ...), else ``AutoModelForCausalLM`` (GPT-2, Llama, Qwen, ...).
+    Nothing is downloaded; remote code is not run. ``key`` names the option in errors."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = os.fspath(path)
+    seq2seq = transformers_lm_kind(path, key)
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = auto.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:  # no / unreadable tokenizer or weights
+        raise CheckpointError(f"cannot load the language model ({type(exc).__name__}: {_first_line(exc)}) ({key})",
+                              path) from None
+    return model.eval().requires_grad_(False), tokenizer, seq2seq

@@ -106,7 +106,8 @@ def test_every_combination_composes_and_builds(combo, monkeypatch):
             built[name] = instantiate(node, **extra)
         assert isinstance(built[name], nn.Module), f"{combo}: {name} built {type(built[name]).__name__}"
     if size == "paper" and "model.text_encoder" in nodes:
-        assert FakeTextEncoder.calls == [{"model": "ViT-B-32", "pretrained": "openai"}]
+        assert FakeTextEncoder.calls == [{"backend": "open_clip", "model": "ViT-B-32", "pretrained": "openai",
+                                          "hf_model": None}]
     if stage in ("style_e", "style_e_cgan") and size == "paper":
         # the facts: DiffMLP width 512 x 8 blocks, about 5 M parameters
         n = sum(p.numel() for p in built["model.denoiser"].parameters())

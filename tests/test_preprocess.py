@@ -1,6 +1,8 @@
 """Preprocessing: landmarks and crops of a picture, the landmark fit, the Deep3DFaceRecon backend,
 and pose sources (coefficient files and the pose track of a rendered video)."""
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
@@ -51,11 +53,31 @@ def test_landmark_fit_recovers_the_synthetic_face(synthetic_corpus):
     assert np.abs(row[224:227] - truth[224:227]).max() < 0.1  # radians
 
 
-def test_deep3d_alignment_and_backend(tmp_path):
+HEAD_STD = 1e-3  # random heads of this spread give coefficients of order one from an untrained backbone
+
+
+def fake_deep3d_files(root, model: np.ndarray, heads_seed: int | None = None) -> tuple[str, str]:
+    """A random-weight ``epoch_20.pth`` in the official layout and a BFM folder whose
+    similarity_Lm3D_all.mat holds ``model`` [68, 3] -> (recon_path, bfm_folder). The heads are zero
+    (Deep3DFaceRecon's start: every frame gives the mean face) unless ``heads_seed`` draws them."""
     from scipy.io import savemat
 
-    from stylization.preprocess.deep3d import Deep3DBackend, align, five_points, pos_fit
     from stylization.preprocess.recon_net import ReconNet
+
+    (root / "BFM").mkdir()
+    savemat(root / "BFM" / "similarity_Lm3D_all.mat", {"lm": model})
+    net = ReconNet()
+    if heads_seed is not None:
+        g = torch.Generator().manual_seed(heads_seed)
+        with torch.no_grad():
+            for head in net.final_layers:
+                head.weight.copy_(torch.randn(head.weight.shape, generator=g) * HEAD_STD)
+    torch.save({"net_recon": net.state_dict(), "epoch": 20}, root / "epoch_20.pth")
+    return str(root / "epoch_20.pth"), str(root / "BFM")
+
+
+def test_deep3d_alignment_and_backend(tmp_path):
+    from stylization.preprocess.deep3d import Deep3DBackend, align, five_points, pos_fit
     from stylization.errors import CheckpointError
 
     rng = np.random.default_rng(0)
@@ -73,13 +95,45 @@ def test_deep3d_alignment_and_backend(tmp_path):
 
     with pytest.raises(CheckpointError, match="epoch_20.pth.*similarity_Lm3D_all.mat"):
         Deep3DBackend(str(tmp_path / "epoch_20.pth"), str(tmp_path / "BFM"))
-    (tmp_path / "BFM").mkdir()
-    savemat(tmp_path / "BFM" / "similarity_Lm3D_all.mat", {"lm": model})
-    torch.save({"net_recon": ReconNet().state_dict(), "epoch": 20}, tmp_path / "epoch_20.pth")
-    coeffs = Deep3DBackend(str(tmp_path / "epoch_20.pth"), str(tmp_path / "BFM"))(photo, lm68)
+    coeffs = Deep3DBackend(*fake_deep3d_files(tmp_path, model))(photo, lm68)
     assert coeffs.shape == (260,) and np.isfinite(coeffs).all()
     np.testing.assert_allclose(coeffs[257:], align(photo, lm68, five_points(model))[1][2:], rtol=1e-5)
     assert np.abs(coeffs[:257]).max() == 0  # Deep3D's heads start at zero: the mean face
+
+
+def test_deep3d_clip_is_batched_and_equals_frame_by_frame(tmp_path, monkeypatch):
+    from stylization.preprocess.deep3d import Deep3DBackend, align, five_points
+    from stylization.preprocess.runner import ClipProcessor
+
+    rng = np.random.default_rng(1)
+    model = rng.normal(size=(68, 3))
+    recon, bfm = fake_deep3d_files(tmp_path, model, heads_seed=0)
+    n = 3  # ResNet-50 at 224² on the CPU: a few frames keep the test short
+    frames = (rng.random((n, 256, 256, 3)) * 255).astype(np.uint8)
+    # The model seen at 100 px (y down) near the middle of a 256 crop, moving: each frame has its own crop.
+    landmarks = (100 * model[:, :2] * [1, -1] + 128 + rng.normal(scale=3.0, size=(n, 68, 2))).astype(np.float32)
+
+    backend = Deep3DBackend(recon, bfm, batch_size=2)
+    clip = backend.coefficients(frames, landmarks)  # a batch of two frames, then a batch of one
+    one_by_one = np.stack([backend(f, lm) for f, lm in zip(frames, landmarks)])  # batches of one
+    assert clip.shape == (n, 260) and clip.dtype == np.float32
+    scale = np.abs(one_by_one[:, :257]).max()
+    assert 0.01 < scale < 100 and np.ptp(one_by_one[:, :257], axis=0).max() > 1e-3 * scale  # frames differ
+    np.testing.assert_allclose(clip, one_by_one, rtol=1e-5, atol=1e-5 * scale)
+    crops = np.stack([align(f, lm, five_points(model))[1][2:] for f, lm in zip(frames, landmarks)])
+    np.testing.assert_array_equal(clip[:, 257:], crops.astype(np.float32))  # each frame's own (s, tx, ty)
+    assert np.ptp(crops, axis=0).min() > 0
+
+    with pytest.raises(DataError, match=r"landmarks \[T, 68, 2\].*\[3, 5, 2\]"):
+        backend.coefficients(frames, landmarks[:, :5])
+    with pytest.raises(ConfigError, match="batch_size"):
+        Deep3DBackend(recon, bfm, batch_size=0)
+
+    calls = []  # the runner hands the backend the whole clip (the rows are checked above; no new forward pass)
+    monkeypatch.setattr(Deep3DBackend, "coefficients", lambda self, f, lm: calls.append((len(f), len(lm))) or clip)
+    monkeypatch.setattr(Deep3DBackend, "__call__", lambda self, f, lm: pytest.fail("frame-by-frame call"))
+    processor = SimpleNamespace(deep3d=backend)  # ClipProcessor's detector and face model play no part here
+    assert ClipProcessor.coefficients(processor, frames, landmarks) is clip and calls == [(n, n)]
 
 
 def test_fit_leaves_the_shared_face_model_as_it_was(monkeypatch):

@@ -60,3 +60,22 @@ def test_bad_files_name_the_problem(tmp_path):
     savemat(tmp_path / "wide.mat", {"coeff": np.zeros((4, 80))})
     with pytest.raises(DataError, match="must be \\[T, 257\\]"):
         read_3dmm(tmp_path / "wide.mat")
+
+
+def test_other_layouts_of_the_same_keys(tmp_path):
+    coeff = rows(25)[:, :257]
+    params = np.array([256, 256, 0.9, 120.0, 130.0], np.float32)
+    savemat(tmp_path / "one_row.mat", {"coeff": coeff, "transform_params": params})  # one alignment for the clip
+    out = read_3dmm(tmp_path / "one_row.mat")
+    np.testing.assert_allclose(out[:, 257:], np.tile(params[2:], (25, 1)))
+    savemat(tmp_path / "wide_3dmm.mat", {"coeff_3dmm": coeff, "transform_params": np.tile(params, (25, 1))})
+    np.testing.assert_array_equal(read_3dmm(tmp_path / "wide_3dmm.mat"), out)  # coeff_3dmm holding whole rows
+    savemat(tmp_path / "short_params.mat", {"coeff": coeff, "transform_params": np.zeros((24, 5))})
+    with pytest.raises(DataError, match="'transform_params' must be \\[T, 5\\]"):
+        read_3dmm(tmp_path / "short_params.mat")
+    savemat(tmp_path / "cell.mat", {"coeff": np.array([np.zeros(3), "text"], dtype=object)})
+    with pytest.raises(DataError, match="'coeff' is not a numeric matrix"):
+        read_3dmm(tmp_path / "cell.mat")
+    savemat(tmp_path / "empty.mat", {"coeff": np.zeros((0, 257), np.float32)})
+    with pytest.raises(DataError, match="no frames|must be"):
+        read_3dmm(tmp_path / "empty.mat")

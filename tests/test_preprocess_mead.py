@@ -85,17 +85,50 @@ def mead_tree(tmp_path_factory):
     return raw, corpus, truth, damaged
 
 
+# A tiny VToonify-D teacher (random weights in the official files' structure) for the art pass.
+TINY_ART_MODEL = ["model.generator.in_size=32", "model.generator.out_size=128", "model.generator.style_dim=16",
+                  "model.generator.channel_multiplier=1", "model.generator.channel_cap=16", "model.psp.z_plus=false",
+                  "model.psp.decoder=false", "model.psp.input_size=64",
+                  "+model.psp.encoder_blocks=[[16,16,1],[16,16,1],[16,16,1],[16,16,1]]", "model.parsing=landmarks",
+                  "model.identity_alignment=crop"]
+ART_KEYS = ("cartoon/026.jpg", "arcane/077.jpg", "pixar/001.jpg")
+
+
+@pytest.fixture(scope="module")
+def art_overrides(tmp_path_factory):
+    """Official-structure files of a tiny VToonify-D, pSp and exstyle codes -> preprocess overrides."""
+    import torch
+
+    from stylization.style_a.psp import PSP
+    from stylization.style_a.vtoonify import VToonifyD
+
+    folder = tmp_path_factory.mktemp("vtoonify")
+    torch.manual_seed(5)
+    teacher = VToonifyD(in_size=32, out_size=128, style_dim=16, channel_multiplier=1, channel_cap=16)
+    torch.save({"g_ema": teacher.state_dict()}, folder / "vtoonify_s_d.pt")
+    psp = PSP(128, z_plus=False, decoder=False, style_dim=16, input_size=64,
+              encoder_blocks=[[16, 16, 1]] * 4)
+    state = {k: v for k, v in psp.state_dict().items() if k != "latent_avg"}
+    torch.save({"state_dict": state, "latent_avg": torch.randn(16)}, folder / "encoder.pt")
+    rng = np.random.default_rng(5)
+    np.save(folder / "exstyle_code.npy", {k: rng.standard_normal((1, 12, 16)).astype(np.float32) for k in ART_KEYS},
+            allow_pickle=True)
+    return ["art.targets=true", f"art.vtoonify={folder / 'vtoonify_s_d.pt'}", f"art.psp={folder / 'encoder.pt'}",
+            f"art.exstyle_codes={folder / 'exstyle_code.npy'}", "art.references=2", *TINY_ART_MODEL]
+
+
 def preprocess_command(raw, out, *extra):
     return [sys.executable, str(ROOT / "scripts" / "preprocess.py"), "dataset=mead", f"raw={raw}", f"out={out}",
             "workers=2", "clip_model=tiny", *extra]
 
 
 @pytest.fixture(scope="module")
-def processed(mead_tree, tmp_path_factory):
-    """The tree preprocessed by a run killed once about a third of the clips were done, then resumed."""
+def processed(mead_tree, art_overrides, tmp_path_factory):
+    """The tree preprocessed by a run killed once about a third of the clips were done, then resumed
+    (with the art pass of a tiny VToonify-D)."""
     raw, _, truth, _ = mead_tree
     out = tmp_path_factory.mktemp("processed") / "mead"
-    first = subprocess.Popen(preprocess_command(raw, out), cwd=ROOT, start_new_session=True,
+    first = subprocess.Popen(preprocess_command(raw, out, *art_overrides), cwd=ROOT, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and first.poll() is None:
@@ -105,12 +138,13 @@ def processed(mead_tree, tmp_path_factory):
         time.sleep(0.2)
     first.wait()
     done_before = len(list(out.glob("clips/*/record.json")))
-    second = subprocess.run(preprocess_command(raw, out), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(preprocess_command(raw, out, *art_overrides), cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     return out, json.loads(second.stdout.strip().splitlines()[-1]), done_before
 
 
-def test_the_run_resumes_and_reports_every_damaged_clip(mead_tree, processed):
+def test_the_run_resumes_and_reports_every_damaged_clip(mead_tree, processed, art_overrides):
     raw, _, truth, damaged = mead_tree
     out, summary, done_before = processed
     assert 0 < done_before < len(truth)  # it was killed halfway
@@ -128,9 +162,28 @@ def test_the_run_resumes_and_reports_every_damaged_clip(mead_tree, processed):
     for f in failures:
         assert damaged[f["id"]] in f["reason"], f
     # a third run has nothing left to do (failures are not retried unless asked)
-    again = subprocess.run(preprocess_command(raw, out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(preprocess_command(raw, out, *art_overrides), cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
     last = json.loads(again.stdout.strip().splitlines()[-1])
     assert last["processed"] == 0 and last["skipped_failed"] == len(damaged) and last["clips"] == len(truth)
+    assert last["art_videos"] == 0 and last["art_clips_done_before"] == len(truth)  # the art pass resumes too
+
+
+def test_art_targets_one_style_per_clip_and_references(processed):
+    from stylization.preprocess.art_targets import choose_styles, style_name
+
+    out, summary, _ = processed
+    names = sorted(style_name(k) for k in ART_KEYS)
+    assert summary["art_failed"] == 0 and summary["art_styles"] >= 1
+    records = read_index(out)
+    for rec in records:
+        styles = [k[len("style_"):] for k in rec.files if k.startswith("style_")]
+        assert styles == choose_styles(rec.id, names, 1, 0)  # one style per clip, drawn from its id and the seed
+    index = json.loads((out / "art" / "index.json").read_text())
+    assert set(index) <= set(names) and all(1 <= len(v) <= 2 for v in index.values())
+    rec = records[0]
+    styled = read_video(Corpus(out).path(rec, next(k for k in rec.files if k.startswith("style_"))))
+    assert styled.shape == (rec.n_frames, 128, 128, 3)  # the teacher's output size, every frame
 
 
 def test_frames_audio_and_landmarks_match_the_source(mead_tree, processed):
@@ -175,6 +228,16 @@ def test_splits_and_texts(processed):
     assert inspect.returncode == 0, inspect.stderr[-2000:]
     assert json.loads(inspect.stdout.strip().splitlines()[-1]) == {"clips": 24, "speakers": 3, "damaged": 0,
                                                                    "short": 0, "speaker_disjoint": True}
+
+
+def test_style_a_trains_on_the_result(processed, tmp_path):
+    out, _, _ = processed
+    run = subprocess.run([sys.executable, "train.py", "stage=style_a", "model=style_a_small", f"data.root={out}",
+                          f"trainer.run_dir={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.max_minutes=null",
+                          "data.val_split=null", "stage.batch_size=2", "trainer.num_workers=0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
 
 
 def test_style_e_trains_on_the_result(processed, tmp_path):

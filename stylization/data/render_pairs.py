@@ -96,7 +96,11 @@ class RenderPairDataset(Dataset):
     * targets: "corpus" | "teacher"; deterministic (evaluation order); seed; speakers (None: all);
     * source_frame: "random" | "first" | "closed_mouth" (training only);
     * skip_damaged: leave out clips with missing or mis-shaped files (and, for corpus targets,
-      without a stylised video of every style), listing them in the log, instead of raising;
+      without a stylised video of any of the styles), listing them in the log, instead of raising;
+
+    With corpus targets each item's style is drawn among the styles whose video its clip has
+    (the synthetic corpus has them all; real corpora have the styles the preprocessing's art pass
+    rendered for that clip, :mod:`stylization.preprocess.art_targets`).
     * frame_cache_clips: decoded clips kept per worker (two videos each).
     """
 
@@ -119,6 +123,8 @@ class RenderPairDataset(Dataset):
         self.deterministic, self.seed, self.epoch = deterministic, int(seed), 0
         clips = [r for r in self.corpus.clips(split, speakers) if r.n_frames >= self.frames_per_item]
         self.clips = self._sound_clips(clips, bool(skip_damaged))
+        self.clip_styles = [[s for s in self.styles if targets != "corpus" or f"style_{s}" in r.files]
+                            for r in self.clips]
         if not self.clips:
             raise DataError(f"no usable clip of at least {self.frames_per_item} frames in split {split!r}",
                             self.corpus.root)
@@ -131,9 +137,9 @@ class RenderPairDataset(Dataset):
         problems = {}
         for rec in clips:
             problem = self.corpus.check_clip(rec)
-            absent = [s for s in self.styles if f"style_{s}" not in rec.files] if self.targets == "corpus" else []
-            if problem is None and absent:
-                problem = f"no stylised video for {absent} (files['style_<name>']; or use stage.targets=teacher)"
+            none = self.targets == "corpus" and not any(f"style_{s}" in rec.files for s in self.styles)
+            if problem is None and none:
+                problem = f"no stylised video for any of {self.styles} (files['style_<name>']; or use stage.targets=teacher)"
             if problem is not None:
                 problems[rec.id] = problem
         if problems:
@@ -172,8 +178,9 @@ class RenderPairDataset(Dataset):
         if self.deterministic:
             source = 0
             starts = [round((i + 1) * (n - f) / k) for i in range(k)]
-            style = self.styles[index % len(self.styles)]
-            art_path = self.art[style][index // len(self.styles) % len(self.art[style])]
+            styles = self.clip_styles[ci]
+            style = styles[index % len(styles)]
+            art_path = self.art[style][index // len(styles) % len(self.art[style])]
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             source = int(rng.integers(n))
@@ -182,7 +189,8 @@ class RenderPairDataset(Dataset):
             elif self.source_frame == "closed_mouth":
                 source = closed_mouth_frame(np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")[:n])
             starts = [int(v) for v in rng.integers(0, n - f + 1, size=k)]
-            style = self.styles[int(rng.integers(len(self.styles)))]
+            styles = self.clip_styles[ci]
+            style = styles[int(rng.integers(len(styles)))]
             art_path = self.art[style][int(rng.integers(len(self.art[style])))]
         frames = np.array([[s + i for i in range(f)] for s in starts])  # [K, F]
         video = self._video(ci, "video")

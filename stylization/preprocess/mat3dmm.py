@@ -46,6 +46,29 @@ def _from_semantic(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def _array(value, key: str, path: str) -> np.ndarray:
+    """A .mat variable as float32; a cell array, struct or text is a :class:`DataError` naming ``key``."""
+    try:
+        return np.asarray(value, np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{key!r} is not a numeric matrix (a cell array, struct or text?)", path) from None
+
+
+def _crop(mat: dict, n_frames: int, path: str) -> np.ndarray:
+    """[T, 3] (s, tx, ty) from ``transform_params`` (or ``trans_params``) [T, 5] or one [5] row for the
+    whole clip; without them, scale 1 and the centre of a 256 crop."""
+    params = mat.get("transform_params", mat.get("trans_params"))
+    if params is None:
+        return np.tile(np.array([1.0, FACE_CROP_SIZE / 2, FACE_CROP_SIZE / 2], np.float32), (n_frames, 1))
+    params = _array(params, "transform_params", path)
+    if params.size == 5:
+        params = np.tile(params.reshape(1, 5), (n_frames, 1))
+    if params.shape != (n_frames, 5):
+        raise DataError(f"'transform_params' must be [T, 5] (w0, h0, s, tx, ty) with T = {n_frames} as the "
+                        f"coefficients, got {list(params.shape)}", path)
+    return params[:, 2:5]
+
+
 def read_3dmm(path: str | os.PathLike, fps: float | None = None) -> np.ndarray:
     """A StyleTalk / DreamTalk / PIRenderer (``coeff`` + ``transform_params``) or SadTalker
     (``coeff_3dmm``) ``.mat`` -> float32 [T, 260] at 25 fps. ``fps``: the file's frame rate
@@ -60,26 +83,29 @@ def read_3dmm(path: str | os.PathLike, fps: float | None = None) -> np.ndarray:
     except Exception as exc:  # scipy raises many types for damaged or foreign files
         raise DataError(f"not a readable .mat file ({exc})", path) from None
     if "coeff" in mat:
-        coeff = np.asarray(mat["coeff"], np.float32)
+        coeff = _array(mat["coeff"], "coeff", path)
         if coeff.ndim != 2 or coeff.shape[1] != RECON_DIM:
             raise DataError(f"'coeff' must be [T, {RECON_DIM}], got {list(coeff.shape)}", path)
-        params = mat.get("transform_params", mat.get("trans_params"))
-        crop = np.tile(np.array([1.0, FACE_CROP_SIZE / 2, FACE_CROP_SIZE / 2], np.float32), (len(coeff), 1))
-        if params is not None:
-            params = np.asarray(params, np.float32).reshape(len(coeff), -1)
-            crop = params[:, 2:5]
-        rows = np.concatenate([coeff, crop], 1)
+        rows = np.concatenate([coeff, _crop(mat, len(coeff), path)], 1)
     elif "coeff_3dmm" in mat:
-        semantic = np.asarray(mat["coeff_3dmm"], np.float32)
-        if semantic.ndim != 2 or semantic.shape[1] != SEMANTIC_DIM:
-            raise DataError(f"'coeff_3dmm' must be [T, {SEMANTIC_DIM}], got {list(semantic.shape)}", path)
-        rows = _from_semantic(semantic)
+        semantic = _array(mat["coeff_3dmm"], "coeff_3dmm", path)
+        if semantic.ndim != 2 or semantic.shape[1] not in (SEMANTIC_DIM, RECON_DIM, COEFF_DIM):
+            raise DataError(f"'coeff_3dmm' must be [T, {SEMANTIC_DIM}] (or a whole row, [T, {RECON_DIM}] or "
+                            f"[T, {COEFF_DIM}]), got {list(semantic.shape)}", path)
+        if semantic.shape[1] == SEMANTIC_DIM:
+            rows = _from_semantic(semantic)
+        elif semantic.shape[1] == RECON_DIM:
+            rows = np.concatenate([semantic, _crop(mat, len(semantic), path)], 1)
+        else:
+            rows = semantic.copy()
         if "full_3dmm" in mat:  # identity, texture and lighting too
-            full = np.asarray(mat["full_3dmm"], np.float32)
+            full = _array(mat["full_3dmm"], "full_3dmm", path)
             if full.shape == (len(rows), RECON_DIM):
                 rows[:, :RECON_DIM] = full
     else:
         raise DataError("no 'coeff' (StyleTalk / DreamTalk / PIRenderer) or 'coeff_3dmm' (SadTalker) key", path)
+    if len(rows) == 0:
+        raise DataError("the coefficients have no frames", path)
     return resample_rows(rows, float(fps or FPS), FPS).astype(np.float32)
 
 
@@ -92,6 +118,11 @@ def write_3dmm(path: str | os.PathLike, coeffs: np.ndarray, fps: float = FPS, fr
     params = np.concatenate([np.full((len(rows), 2), frame_size, np.float32), rows[:, COEFF_SLICES["crop"]]], 1)
     path = os.fspath(path)
     tmp = path + ".tmp.mat"
-    savemat(tmp, {"coeff": rows[:, :RECON_DIM], "transform_params": params,
-                  "coeff_3dmm": np.asarray(semantic_vectors(rows), np.float32), "full_3dmm": rows[:, :RECON_DIM]})
-    os.replace(tmp, path)
+    try:
+        savemat(tmp, {"coeff": rows[:, :RECON_DIM], "transform_params": params,
+                      "coeff_3dmm": np.asarray(semantic_vectors(rows), np.float32), "full_3dmm": rows[:, :RECON_DIM]})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -69,6 +69,7 @@ class ProcessOptions:
     face_model: str = "stand_in"
     deep3d_recon: str | None = None
     bfm_folder: str | None = None
+    deep3d_batch: int = 32  # frames per ReconNet call
     device: str = "cpu"
 
 
@@ -87,7 +88,8 @@ class ClipProcessor:
         if options.coeffs_backend == "deep3d":
             from stylization.preprocess.deep3d import Deep3DBackend
 
-            self.deep3d = Deep3DBackend(str(options.deep3d_recon), str(options.bfm_folder), options.device)
+            self.deep3d = Deep3DBackend(str(options.deep3d_recon), str(options.bfm_folder), options.device,
+                                        batch_size=int(options.deep3d_batch))
         elif options.coeffs_backend != "fit":
             raise ConfigError(f"coeffs_backend must be fit or deep3d, got {options.coeffs_backend!r}")
 
@@ -147,7 +149,7 @@ class ClipProcessor:
     def coefficients(self, frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """[T, S, S, 3] crops + [T, 68, 2] landmarks -> [T, 260] coefficients."""
         if self.deep3d is not None:
-            return np.stack([self.deep3d(f, lm) for f, lm in zip(frames, landmarks)])
+            return self.deep3d.coefficients(frames, landmarks)  # batched over the clip's frames
         from stylization.preprocess.clip_fit import fit_clip
 
         return fit_clip(self.face_model, landmarks, frames.shape[1])
@@ -321,10 +323,12 @@ def default_test_speakers(dataset: str, speakers: Sequence[str]) -> list[str]:
 
 
 def merge(out: str, dataset: str, splits: str | None = None, texts_per_clip: int = 5, seed: int = 0,
-          ranker=None) -> dict:
+          ranker=None, paraphraser=None) -> dict:
     """Write ``out/index.jsonl`` (every finished clip, split and texts set) and ``out/failures.jsonl``;
     returns ``clips``, ``failed``, ``frames``, ``hours``, ``splits``. ``ranker``: a
-    :class:`~stylization.preprocess.texts.ClipRanker` that picks the texts among more candidates."""
+    :class:`~stylization.preprocess.texts.ClipRanker` that picks the texts among more candidates;
+    ``paraphraser``: a :class:`~stylization.preprocess.paraphrase.Paraphraser` whose rewordings join
+    those candidates (used only with a ranker)."""
     records = _finished_records(out)
     speakers = sorted({r["speaker"] for r in records})
     if splits:
@@ -333,7 +337,7 @@ def merge(out: str, dataset: str, splits: str | None = None, texts_per_clip: int
     else:
         test_speakers = set(default_test_speakers(dataset, speakers))
         split_of = {r["id"]: "test" if r["speaker"] in test_speakers else "train" for r in records}
-    texts = emotion_texts(out, records, texts_per_clip, seed, ranker)
+    texts = emotion_texts(out, records, texts_per_clip, seed, ranker, paraphraser)
     lines = []
     for r in records:
         rec = ClipRecord.from_json({**{k: r[k] for k in ("id", "speaker", "emotion", "level", "n_frames", "fps",
@@ -377,11 +381,14 @@ def _failures(out: str) -> list[dict]:
     return sorted(found, key=lambda f: f["id"])
 
 
-def emotion_texts(out: str, records: list[dict], n: int, seed: int, ranker=None) -> dict[str, list[str]]:
+def emotion_texts(out: str, records: list[dict], n: int, seed: int, ranker=None,
+                  paraphraser=None) -> dict[str, list[str]]:
     """Texts per clip id: geometric AU estimates (the speaker's neutral clips as the reference where
     there are any) -> :func:`stylization.text.emotion_text.describe_aus`, with the clip's emotion
     label when it has one (MEAD) and the one the AUs suggest otherwise; with a ``ranker``, the ``n``
-    of ``4n`` candidates CLIP finds closest to four frames of the clip (the paper's ranking)."""
+    of ``4n`` candidates CLIP finds closest to four frames of the clip (the paper's ranking). With a
+    ``paraphraser`` too, the candidates' rewordings (each distinct sentence of the corpus reworded
+    once, under ``seed``) are candidates beside them."""
     from stylization.data.video import read_video
     from stylization.preprocess.aus import geometric_aus, reference_features
     from stylization.preprocess.texts import sample_frames
@@ -391,7 +398,7 @@ def emotion_texts(out: str, records: list[dict], n: int, seed: int, ranker=None)
     by_speaker: dict[str, list[dict]] = {}
     for r in records:
         by_speaker.setdefault(r["speaker"], []).append(r)
-    texts = {}
+    texts, candidates = {}, {}
     for speaker, recs in by_speaker.items():
         neutral = [r for r in recs if r["emotion"] == "neutral"]
         reference = None if not neutral else reference_features(
@@ -404,9 +411,15 @@ def emotion_texts(out: str, records: list[dict], n: int, seed: int, ranker=None)
             if ranker is None:
                 texts[r["id"]] = describe_aus(aus, emotion, subject, n, rng)
                 continue
-            candidates = describe_aus(aus, emotion, subject, 4 * n, rng)
+            candidates[r["id"]] = describe_aus(aus, emotion, subject, 4 * n, rng)
+    if paraphraser is not None and candidates:
+        unique = sorted({s for c in candidates.values() for s in c})
+        rewordings = dict(zip(unique, paraphraser(unique, seed)))
+        candidates = {i: list(dict.fromkeys(c + [p for s in c for p in rewordings[s]])) for i, c in candidates.items()}
+    for r in records:
+        if r["id"] in candidates:
             frames = sample_frames(read_video(os.path.join(out, r["files"]["video"])))
-            texts[r["id"]] = ranker.rank(frames, candidates, n)
+            texts[r["id"]] = ranker.rank(frames, candidates[r["id"]], n)
     return texts
 
 
