@@ -16,6 +16,7 @@ class UserError(Exception):
 
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.path = None if path is None else os.fspath(path)
+        self.message = message  # without the path: what summaries group by
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 

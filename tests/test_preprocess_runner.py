@@ -35,7 +35,27 @@ def test_an_unexpected_error_on_one_clip_is_a_logged_failure_not_a_crash(tmp_pat
     (tmp_path / "failures").mkdir()
     clip = RawClip(id="M003#angry#level_1#001", dataset="mead", speaker="M003", emotion="angry", level=1,
                    video="/nowhere.mp4", audio=None, start=None, end=None)
-    clip_id, reason, frames, _ = runner._work((clip, str(tmp_path), "0of1-0"))
+    clip_id, reason, kind, frames, _ = runner._work((clip, str(tmp_path), "0of1-0"))
     assert (clip_id, frames) == (clip.id, 0) and reason == "internal error (RuntimeError: boom)"
+    assert kind == "internal error"  # what the summary counts it under
     marker = json.loads((tmp_path / "failures" / "M003_angry_level_1_001.json").read_text())
     assert marker["reason"] == reason and not (tmp_path / "clips").exists()
+
+
+def test_a_data_error_is_counted_by_its_kind_not_its_file(tmp_path, monkeypatch):
+    """The summary groups failures by what went wrong; the file path stays in failures.jsonl."""
+    from stylization.errors import DataError
+    from stylization.preprocess import runner
+    from stylization.preprocess.sources import RawClip
+
+    class Unreadable:
+        def __call__(self, clip):
+            raise DataError("not a readable video (moov atom not found)", clip.video)
+
+    monkeypatch.setattr(runner, "_WORKER", Unreadable())
+    (tmp_path / "failures").mkdir()
+    clip = RawClip(id="RD_Radio7_000", dataset="hdtf", speaker="RD_Radio7", emotion="unlabelled", level=0,
+                   video="/raw/RD_Radio7.mp4", audio=None, start=0.0, end=2.0)
+    _, reason, kind, _, _ = runner._work((clip, str(tmp_path), "0of1-0"))
+    assert reason == "/raw/RD_Radio7.mp4: not a readable video (moov atom not found)"
+    assert kind == "not a readable video"

@@ -543,6 +543,29 @@ def test_source_frame_choices(synthetic_corpus):
         pair_dataset(synthetic_corpus, source_frame="middle", **kwargs)
 
 
+def test_mouth_weighted_target_runs(synthetic_corpus):
+    from stylization.data.render_pairs import inner_lip_gap, mouth_weighted_starts
+
+    # runs of one frame, source frame 0 (gap 0): weights |gap - 0| + their mean (3.75) = [3.75, 3.75, 8.75, 13.75]
+    gap = np.array([0.0, 0.0, 5.0, 10.0], np.float32)
+    draws = mouth_weighted_starts(gap, 0, 1, 40000, np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / 40000, np.array([3.75, 3.75, 8.75, 13.75]) / 30,
+                               atol=0.01)
+    # in the dataset: the item's runs are those draws, after the source frame's (the closed mouth)
+    kwargs = dict(pairs_per_item=4, frames_per_item=2, items_per_clip=1, source_frame="closed_mouth")
+    ds = pair_dataset(synthetic_corpus, target_sampling="mouth", **kwargs)
+    for i in range(3):
+        rec = ds.clips[ds.slots[i][0]]
+        gap = inner_lip_gap(np.load(ds.corpus.path(rec, "landmarks"))[:rec.n_frames])
+        rng = np.random.default_rng([0, 0, i])
+        rng.integers(rec.n_frames)  # the random source frame the closed-mouth choice replaces
+        item = ds[i]
+        assert item["source_frame"] == int(np.argmin(gap))
+        assert item["target_frames"].tolist() == mouth_weighted_starts(gap, int(np.argmin(gap)), 2, 4, rng)
+    with pytest.raises(ConfigError, match="stage.target_sampling"):
+        pair_dataset(synthetic_corpus, target_sampling="loud", **kwargs)
+
+
 # -- training --------------------------------------------------------------------------------
 
 TINY_OVERRIDES = ["model=style_a_small", "model.generator.in_size=32", "model.generator.motion_size=32",

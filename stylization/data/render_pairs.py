@@ -77,12 +77,29 @@ def read_picture(path: str) -> np.ndarray:
 SOURCE_FRAMES = ("random", "first", "closed_mouth")
 
 
+def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:
+    """Landmarks [T, 68, 2] -> [T], the mean distance between the facing inner-lip points (px)."""
+    upper, lower = [a for a, _ in INNER_LIP_PAIRS], [b for _, b in INNER_LIP_PAIRS]
+    return np.linalg.norm(np.asarray(landmarks[:, upper], np.float32) - np.asarray(landmarks[:, lower], np.float32),
+                          axis=-1).mean(-1)
+
+
 def closed_mouth_frame(landmarks: np.ndarray) -> int:
     """Landmarks [T, 68, 2] -> the frame whose inner lips (61-63 over 67-65) are closest together."""
-    upper, lower = [a for a, _ in INNER_LIP_PAIRS], [b for _, b in INNER_LIP_PAIRS]
-    gap = np.linalg.norm(np.asarray(landmarks[:, upper], np.float32) - np.asarray(landmarks[:, lower], np.float32),
-                         axis=-1).mean(-1)
-    return int(np.argmin(gap))
+    return int(np.argmin(inner_lip_gap(landmarks)))
+
+
+TARGET_SAMPLINGS = ("uniform", "mouth")
+
+
+def mouth_weighted_starts(gap: np.ndarray, source: int, f: int, k: int, rng: np.random.Generator) -> list[int]:
+    """``k`` run starts (runs of ``f`` frames) drawn with probability proportional to how far the
+    run's inner-lip gap is from the source frame's, plus that quantity's mean: half of the draws
+    go where the mouth differs from the source, the rest stay close to uniform. gap [T] px."""
+    runs = np.lib.stride_tricks.sliding_window_view(gap, f).mean(-1)  # [T - f + 1]
+    change = np.abs(runs - gap[source])
+    weight = change + change.mean() + 1e-6
+    return [int(v) for v in rng.choice(len(runs), size=k, p=weight / weight.sum())]
 
 
 class RenderPairDataset(Dataset):
@@ -95,6 +112,9 @@ class RenderPairDataset(Dataset):
     * out_size (O), pairs_per_item (K), frames_per_item (F, >= 1), items_per_clip;
     * targets: "corpus" | "teacher"; deterministic (evaluation order); seed; speakers (None: all);
     * source_frame: "random" | "first" | "closed_mouth" (training only);
+    * target_sampling: "uniform" | "mouth" (training only): the target runs uniformly over the
+      clip, or weighted towards runs whose mouth differs from the source's
+      (:func:`mouth_weighted_starts`; a from-scratch renderer sees more of the motion it must learn);
     * skip_damaged: leave out clips with missing or mis-shaped files (and, for corpus targets,
       without a stylised video of any of the styles), listing them in the log, instead of raising;
 
@@ -106,7 +126,7 @@ class RenderPairDataset(Dataset):
 
     def __init__(self, corpus, split: str, *, styles, inputs: RenderInputs, out_size: int, pairs_per_item: int,
                  frames_per_item: int, items_per_clip: int, targets: str, deterministic: bool, seed: int, speakers,
-                 source_frame: str, skip_damaged: bool, frame_cache_clips: int = 6):
+                 source_frame: str, skip_damaged: bool, frame_cache_clips: int = 6, target_sampling: str = "uniform"):
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
         if targets not in TARGETS:
             raise ConfigError(f"stage.targets must be one of {list(TARGETS)}, got {targets!r}")
@@ -120,6 +140,9 @@ class RenderPairDataset(Dataset):
         self.inputs, self.out_size = inputs, int(out_size)
         self.pairs_per_item, self.frames_per_item, self.targets = int(pairs_per_item), int(frames_per_item), targets
         self.source_frame = source_frame
+        if target_sampling not in TARGET_SAMPLINGS:
+            raise ConfigError(f"stage.target_sampling must be one of {list(TARGET_SAMPLINGS)}, got {target_sampling!r}")
+        self.target_sampling = target_sampling
         self.deterministic, self.seed, self.epoch = deterministic, int(seed), 0
         clips = [r for r in self.corpus.clips(split, speakers) if r.n_frames >= self.frames_per_item]
         self.clips = self._sound_clips(clips, bool(skip_damaged))
@@ -184,11 +207,17 @@ class RenderPairDataset(Dataset):
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             source = int(rng.integers(n))
+            gap = None
+            if self.source_frame == "closed_mouth" or self.target_sampling == "mouth":
+                gap = inner_lip_gap(np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")[:n])
             if self.source_frame == "first":
                 source = 0
             elif self.source_frame == "closed_mouth":
-                source = closed_mouth_frame(np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")[:n])
-            starts = [int(v) for v in rng.integers(0, n - f + 1, size=k)]
+                source = int(np.argmin(gap))
+            if self.target_sampling == "mouth":
+                starts = mouth_weighted_starts(gap, source, f, k, rng)
+            else:
+                starts = [int(v) for v in rng.integers(0, n - f + 1, size=k)]
             styles = self.clip_styles[ci]
             style = styles[int(rng.integers(len(styles)))]
             art_path = self.art[style][int(rng.integers(len(self.art[style])))]

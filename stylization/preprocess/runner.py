@@ -215,22 +215,23 @@ def _init_worker(options: ProcessOptions) -> None:
     _WORKER = ClipProcessor(options)
 
 
-def _work(args: tuple[RawClip, str, str]) -> tuple[str, str | None, int, float]:
-    """One clip in a worker -> (id, failure reason or None, frames, seconds)."""
+def _work(args: tuple[RawClip, str, str]) -> tuple[str, str | None, str | None, int, float]:
+    """One clip in a worker -> (id, failure reason or None, its kind (the reason without file path or
+    details, for the summary), frames, seconds)."""
     clip, out, tag = args
     started = time.monotonic()
     try:
         result = _WORKER(clip)
         write_processed(out, clip, result, tag)
-        return clip.id, None, len(result["frames"]), time.monotonic() - started
+        return clip.id, None, None, len(result["frames"]), time.monotonic() - started
     except (SkipClip, UserError) as exc:
-        reason = str(exc)
+        reason, kind = str(exc), getattr(exc, "message", str(exc))
     except Exception as exc:  # a bug or a library error on one clip: logged with its type, the run goes on
         log.exception("clip %s failed", clip.id)
-        reason = f"internal error ({type(exc).__name__}: {exc})"
+        reason = kind = f"internal error ({type(exc).__name__}: {exc})"
     _write_json_atomic(os.path.join(out, "failures", clip_dir_name(clip.id) + ".json"),
                        {"id": clip.id, "reason": reason, "video": clip.video})
-    return clip.id, reason, 0, time.monotonic() - started
+    return clip.id, reason, kind.split(" (")[0], 0, time.monotonic() - started
 
 
 def preprocess(clips: Sequence[RawClip], out: str, options: ProcessOptions, workers: int = 1,
@@ -268,12 +269,12 @@ def preprocess(clips: Sequence[RawClip], out: str, options: ProcessOptions, work
         pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (options,))
         results = pool.imap_unordered(_work, jobs)
     try:
-        for clip_id, reason, n, secs in tqdm(results, total=len(jobs), desc="preprocess", unit="clip"):
+        for clip_id, reason, kind, n, secs in tqdm(results, total=len(jobs), desc="preprocess", unit="clip"):
             seconds += secs
             if reason is None:
                 processed, frames = processed + 1, frames + n
             else:
-                reasons[reason.split(" (")[0]] += 1
+                reasons[kind] += 1
                 log.warning("skipped %s: %s", clip_id, reason)
     finally:
         if pool is not None:

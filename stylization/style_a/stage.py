@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from stylization.data.render_inputs import IDENTITY_ALIGNMENTS, RenderInputs
-from stylization.data.render_pairs import SOURCE_FRAMES, TARGETS, RenderPairDataset, read_art_index
+from stylization.data.render_pairs import SOURCE_FRAMES, TARGET_SAMPLINGS, TARGETS, RenderPairDataset, read_art_index
 from stylization.engine.stage import StepContext, TrainingStage
 from stylization.errors import ConfigError
 from stylization.loading import load_exstyle_codes, load_official, load_style_a, lpips_vgg, vgg19_features
@@ -73,6 +73,7 @@ def validate_config(cfg: DictConfig) -> None:
     one_of("model.identity_alignment", m.identity_alignment, IDENTITY_ALIGNMENTS)
     one_of("model.parsing", m.parsing, PARSINGS)
     one_of("stage.source_frame", s.source_frame, SOURCE_FRAMES)
+    one_of("stage.target_sampling", s.target_sampling, TARGET_SAMPLINGS)
     one_of("stage.targets", s.targets, TARGETS)
     for key, names, known in (("stage.train", set(s.train), STAGE_TRAIN_GROUPS),
                               ("stage.motion_phase_groups", set(s.motion_phase_groups), TRAIN_GROUPS)):
@@ -109,7 +110,8 @@ def render_dataset(cfg: DictConfig, split: str, deterministic: bool) -> RenderPa
         d.root, split, styles=style_names(cfg), inputs=render_inputs(cfg), out_size=int(m.generator.out_size),
         pairs_per_item=int(s.pairs_per_item), frames_per_item=int(s.frames_per_item),
         items_per_clip=int(s.items_per_clip), targets=str(s.targets), deterministic=deterministic,
-        seed=int(cfg.seed), speakers=d.speakers, source_frame=str(s.source_frame), skip_damaged=bool(d.skip_damaged))
+        seed=int(cfg.seed), speakers=d.speakers, source_frame=str(s.source_frame), skip_damaged=bool(d.skip_damaged),
+        target_sampling=str(s.target_sampling))
 
 
 def exstyle_codes(cfg: DictConfig, styles: list[str]) -> torch.Tensor | None:
