@@ -544,7 +544,7 @@ def test_source_frame_choices(synthetic_corpus):
 
 
 def test_mouth_weighted_target_runs(synthetic_corpus):
-    from stylization.data.render_pairs import inner_lip_gap, mouth_weighted_starts
+    from stylization.data.render_pairs import inner_lip_distance, mouth_weighted_starts
 
     # runs of one frame, source frame 0 (gap 0): weights |gap - 0| + their mean (3.75) = [3.75, 3.75, 8.75, 13.75]
     gap = np.array([0.0, 0.0, 5.0, 10.0], np.float32)
@@ -556,7 +556,7 @@ def test_mouth_weighted_target_runs(synthetic_corpus):
     ds = pair_dataset(synthetic_corpus, target_sampling="mouth", **kwargs)
     for i in range(3):
         rec = ds.clips[ds.slots[i][0]]
-        gap = inner_lip_gap(np.load(ds.corpus.path(rec, "landmarks"))[:rec.n_frames])
+        gap = inner_lip_distance(np.load(ds.corpus.path(rec, "landmarks"))[:rec.n_frames])
         rng = np.random.default_rng([0, 0, i])
         rng.integers(rec.n_frames)  # the random source frame the closed-mouth choice replaces
         item = ds[i]

@@ -77,7 +77,7 @@ def read_picture(path: str) -> np.ndarray:
 SOURCE_FRAMES = ("random", "first", "closed_mouth")
 
 
-def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:
+def inner_lip_distance(landmarks: np.ndarray) -> np.ndarray:
     """Landmarks [T, 68, 2] -> [T], the mean distance between the facing inner-lip points (px)."""
     upper, lower = [a for a, _ in INNER_LIP_PAIRS], [b for _, b in INNER_LIP_PAIRS]
     return np.linalg.norm(np.asarray(landmarks[:, upper], np.float32) - np.asarray(landmarks[:, lower], np.float32),
@@ -86,7 +86,7 @@ def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:
 
 def closed_mouth_frame(landmarks: np.ndarray) -> int:
     """Landmarks [T, 68, 2] -> the frame whose inner lips (61-63 over 67-65) are closest together."""
-    return int(np.argmin(inner_lip_gap(landmarks)))
+    return int(np.argmin(inner_lip_distance(landmarks)))
 
 
 TARGET_SAMPLINGS = ("uniform", "mouth")
@@ -209,7 +209,7 @@ class RenderPairDataset(Dataset):
             source = int(rng.integers(n))
             gap = None
             if self.source_frame == "closed_mouth" or self.target_sampling == "mouth":
-                gap = inner_lip_gap(np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")[:n])
+                gap = inner_lip_distance(np.load(self.corpus.path(rec, "landmarks"), mmap_mode="r")[:n])
             if self.source_frame == "first":
                 source = 0
             elif self.source_frame == "closed_mouth":

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stylization.constants import FPS, INNER_LIP_PAIRS, SAMPLE_RATE
+from stylization.constants import FPS, SAMPLE_RATE
+from stylization.data.render_pairs import inner_lip_distance
 
 MOUTH_CORNERS = (48, 54)
 
@@ -28,10 +29,8 @@ MOUTH_CORNERS = (48, 54)
 def inner_lip_gap(landmarks: np.ndarray) -> np.ndarray:
     """[T, 68, 2] landmarks (pixels) -> [T] inner-lip gap as a fraction of the mouth width."""
     lm = np.asarray(landmarks, np.float64)
-    upper, lower = [list(p) for p in zip(*INNER_LIP_PAIRS)]
-    gap = np.linalg.norm(lm[:, upper] - lm[:, lower], axis=-1).mean(1)
     width = np.linalg.norm(lm[:, MOUTH_CORNERS[0]] - lm[:, MOUTH_CORNERS[1]], axis=-1)
-    return gap / np.maximum(width, 1e-6)
+    return inner_lip_distance(lm) / np.maximum(width, 1e-6)
 
 
 def loudness_envelope(wav: np.ndarray, n_frames: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE,
