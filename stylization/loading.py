@@ -27,6 +27,9 @@ Kinds so far (``KINDS`` builds each at the official configuration):
   :class:`~stylization.style_a.bisenet.BiSeNet` (19 classes).
 * ``deep3d_recon`` — Deep3DFaceRecon's ``epoch_20.pth`` (``{'net_recon': state_dict, ...}``), into
   :class:`~stylization.preprocess.recon_net.ReconNet`.
+* ``syncnet`` — joonson/syncnet_python's ``data/syncnet_v2.model`` (a plain state dict, perhaps without
+  the BatchNorm ``num_batches_tracked`` counters, which are then added as zeros), into
+  :class:`~stylization.syncnet.model.SyncNet` (1024-d embeddings).
 
 Plain state dicts and DataParallel ``module.`` prefixes are accepted for every kind.
 
@@ -70,6 +73,8 @@ SOURCES = {
     "bisenet": "VToonify's release (checkpoint/faceparsing.pth, from face-parsing.PyTorch); see checkpoints/README.md",
     "deep3d_recon": "Deep3DFaceRecon_pytorch's released model (checkpoints/<name>/epoch_20.pth); "
                     "see checkpoints/README.md",
+    "syncnet": "joonson/syncnet_python's release (data/syncnet_v2.model, fetched by download_model.sh); "
+               "see checkpoints/README.md",
 }
 # The entry of a dict checkpoint that holds each kind's weights.
 ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "dualstylegan_generator": "g_ema",
@@ -115,6 +120,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.preprocess.recon_net import ReconNet
 
         return ReconNet()
+    if kind == "syncnet":
+        from stylization.syncnet.model import SyncNet
+
+        return SyncNet(1024)
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 
@@ -150,6 +159,12 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
             raise CheckpointError("no 'net_G_ema' with video_warper.* / calibrator.* keys: not a StyleHEAT checkpoint",
                                   path)
         return styleheat_state(_strip_module_prefix(entry))
+    if kind == "syncnet":
+        from stylization.syncnet.model import with_batch_counters
+
+        if not obj or not all(torch.is_tensor(v) for v in obj.values()):
+            raise CheckpointError("not a plain state dict of tensors: not a SyncNet checkpoint", path)
+        return with_batch_counters(_strip_module_prefix(obj))
     if kind in ENTRIES:
         entry = ENTRIES[kind]
         if entry in obj and isinstance(obj[entry], dict):

