@@ -96,3 +96,29 @@ def test_a_still_video_scores_below_the_truth(folders, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown metrics \['fvd'\]"):
         bench.run(bad)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_lse_reads_the_official_file_and_the_ground_truth_sound(tmp_path):
+    """metrics=[lse]: SyncNet from its official file (random weights here), on the generated frames
+    with the ground truth's sound; without syncnet= it is a one-line configuration error."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from stylization.errors import ConfigError
+    from stylization.syncnet.model import SyncNet
+
+    torch.manual_seed(0)
+    torch.save(SyncNet(1024).state_dict(), tmp_path / "syncnet_v2.model")
+    bench = _benchmark_module()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (7, 64, 64, 3), dtype=np.uint8)
+    wav = (0.1 * rng.standard_normal(7 * 640)).astype(np.float32)
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("benchmark", overrides=["gen=a", "gt=b", "out=c.json", "metrics=[lse]",
+                                              f"syncnet={tmp_path / 'syncnet_v2.model'}"])
+        unset = compose("benchmark", overrides=["gen=a", "gt=b", "out=c.json", "metrics=[lse]"])
+    row = bench.score_clip(frames, frames, wav, ["lse"], cfg, bench.Scorers(cfg, ["lse"]))
+    assert set(row) == {"frames", "lse_d", "lse_c", "sync_offset"}
+    assert np.isfinite(row["lse_d"]) and row["lse_c"] >= 0 and abs(row["sync_offset"]) <= 15
+    with pytest.raises(ConfigError, match="metric lse needs syncnet=PATH"):
+        bench.Scorers(unset, ["lse"])

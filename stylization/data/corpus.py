@@ -100,6 +100,26 @@ def read_index(root: str | os.PathLike) -> list[ClipRecord]:
     return records
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one (a
+    temporary file beside it, then a rename)."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """:func:`write_text_atomic` of ``obj`` as JSON."""
+    write_text_atomic(path, json.dumps(obj))
+
+
 def write_index(root: str | os.PathLike, records: Iterable[ClipRecord]) -> None:
     """Write ``root/index.jsonl`` atomically."""
     root = os.fspath(root)

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from stylization.constants import FPS
+from stylization.data.corpus import write_json_atomic
 from stylization.data.parsing import landmark_parsing
 from stylization.data.render_inputs import RenderInputs
 from stylization.data.video import read_video, write_video
@@ -130,7 +131,7 @@ class ArtTargets:
             write_video(os.path.join(clip_dir, f"style_{style}.mp4"), frames, fps=float(record.get("fps", FPS)))
             files[f"style_{style}"] = os.path.join(rel_dir, f"style_{style}.mp4").replace(os.sep, "/")
             record["files"] = files
-            _write_json_atomic(marker, record)
+            write_json_atomic(marker, record)
             self._reference(out, style, frames[0])
         return todo
 
@@ -160,13 +161,6 @@ class ArtTargets:
             counts["art_videos"] += len(done)
             counts["art_clips_done_before"] += not done
         return counts
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def copy_art_pictures(src: str, out: str) -> int:
@@ -203,5 +197,5 @@ def write_art_index(out: str) -> dict[str, list[str]]:
             if pictures:
                 index[style] = [f"art/{style}/{n}" for n in pictures]
     if index:
-        _write_json_atomic(os.path.join(root, "index.json"), index)
+        write_json_atomic(os.path.join(root, "index.json"), index)
     return index

@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from stylization.constants import COEFF_DIM, FACE_CROP_SIZE, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, WINDOW_FRAMES
-from stylization.data.corpus import INDEX_NAME, MEAD_EMOTIONS, SPLITS, ClipRecord, read_index, write_index
+from stylization.data.corpus import (INDEX_NAME, MEAD_EMOTIONS, SPLITS, ClipRecord, read_index, write_index,
+                                     write_json_atomic)
 from stylization.errors import ConfigError, DataError
 from stylization.preprocess.sources import UNLABELLED
 
@@ -305,10 +306,7 @@ def _add_provenance(path: str, record: ClipRecord, mat: str, o: ImportOptions) -
     meta.update(record.to_json())
     meta.update({"mat": os.path.abspath(mat), "mat_fps": o.fps, "face_model": o.face_model,
                  "frames_from": "video" if o.video else "stand_in"})
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(meta, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, meta)
 
 
 def _note_split(records: list[ClipRecord]) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from stylization.constants import FACE_CROP_SIZE, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, WINDOW_FRAMES
-from stylization.data.corpus import INDEX_NAME, ClipRecord, write_clip
+from stylization.data.corpus import INDEX_NAME, ClipRecord, write_clip, write_json_atomic, write_text_atomic
 from stylization.errors import ConfigError, DataError, UserError
 from stylization.preprocess.sources import RawClip
 from stylization.preprocess.tracking import SkipClip, clip_box, crop_frame, crop_matrix, track_face, transform_points
@@ -185,13 +185,6 @@ def write_processed(out: str, clip: RawClip, result: dict, partial_tag: str) -> 
     return record
 
 
-def _write_json_atomic(path: str, obj) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
 def _state(out: str, clip: RawClip) -> str:
     """done | failed | todo."""
     name = clip_dir_name(clip.id)
@@ -229,7 +222,7 @@ def _work(args: tuple[RawClip, str, str]) -> tuple[str, str | None, str | None, 
     except Exception as exc:  # a bug or a library error on one clip: logged with its type, the run goes on
         log.exception("clip %s failed", clip.id)
         reason = kind = f"internal error ({type(exc).__name__}: {exc})"
-    _write_json_atomic(os.path.join(out, "failures", clip_dir_name(clip.id) + ".json"),
+    write_json_atomic(os.path.join(out, "failures", clip_dir_name(clip.id) + ".json"),
                        {"id": clip.id, "reason": reason, "video": clip.video})
     return clip.id, reason, kind.split(" (")[0], 0, time.monotonic() - started
 
@@ -345,19 +338,12 @@ def merge(out: str, dataset: str, splits: str | None = None, texts_per_clip: int
                                                           "files")},
                                     "split": split_of[r["id"]], "texts": texts[r["id"]]}, r["id"])
         lines.append(json.dumps(rec.to_json()))
-    _write_text_atomic(os.path.join(out, INDEX_NAME), "".join(line + "\n" for line in lines))
+    write_text_atomic(os.path.join(out, INDEX_NAME), "".join(line + "\n" for line in lines))
     failures = _failures(out)
-    _write_text_atomic(os.path.join(out, FAILURES_NAME), "".join(json.dumps(f) + "\n" for f in failures))
+    write_text_atomic(os.path.join(out, FAILURES_NAME), "".join(json.dumps(f) + "\n" for f in failures))
     counts = Counter(split_of.values())
     return {"clips": len(records), "failed": len(failures), "frames": sum(r["n_frames"] for r in records),
             "hours": round(sum(r["n_frames"] for r in records) / FPS / 3600, 4), "splits": dict(counts)}
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _finished_records(out: str) -> list[dict]:
