@@ -1,5 +1,5 @@
 """Any method's videos against the ground truth:
-``python scripts/benchmark.py gen=DIR gt=DIR out=FILE.json [metrics=[ssim,psnr,cpbd,m_lmd,f_lmd,csim,lse]] [size=256]``.
+``python scripts/benchmark.py gen=DIR gt=DIR out=FILE.json [metrics=[ssim,psnr,fid,cpbd,m_lmd,f_lmd,csim,lse]] [size=256]``.
 
 Videos are matched by file stem (``gen/<clip>.mp4`` with ``gt/<clip>.mp4``), read at 25 fps,
 cut to the shorter of the two and resized to ``size`` x ``size``. Per clip (docs/benchmark.md
@@ -7,14 +7,16 @@ defines each metric and names its source):
 
 * ``ssim``, ``psnr``: the mean over frame pairs (``ssim_definition``: vico = piq's, as the ViCo
   baseline; skimage = ours); identical frames give ``psnr_cap`` dB instead of infinity;
+* ``fid``: one Fréchet Inception Distance over the pooled frames of every clip, generated
+  against ground truth (an aggregate only; needs ``inception=`` the weights file);
 * ``cpbd``: the generated frames' sharpness (the ``cpbd`` package's algorithm, grayscale);
 * ``m_lmd``, ``f_lmd``: dlib's 68 landmarks on both videos, mouth and all points, pixels of the
   ``size`` frame, over frames where the ground truth has a face;
 * ``csim``: dlib's face-recognition embedding of each generated frame against the ground truth's
   first frame (the self-driven protocol's identity picture);
 * ``lse_d``, ``lse_c`` (and ``sync_offset``): SyncNet on the generated frames and the ground
-  truth's own sound (``metrics`` entry ``lse``; needs ``syncnet=`` the official
-  ``syncnet_v2.model``).
+  truth's own sound (``metrics`` entry ``lse``; needs ``syncnet=``: the official
+  ``syncnet_v2.model`` or a ``stage=syncnet`` run of this project); ``sync_conf`` in the aggregate is ``lse_c`` under the papers' name.
 
 The aggregate is the mean over clips of each metric (clips where a metric is undefined, e.g. no
 face, are left out of that mean and counted in ``undefined``). A video that is missing on either
@@ -37,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("benchmark")
 
-METRICS = ("ssim", "psnr", "cpbd", "m_lmd", "f_lmd", "csim", "lse")
+METRICS = ("ssim", "psnr", "fid", "cpbd", "m_lmd", "f_lmd", "csim", "lse")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
@@ -52,12 +54,18 @@ def videos_by_stem(folder: str) -> dict[str, str]:
 
 
 class Scorers:
-    """The models some metrics need, built once (dlib landmarks, dlib embedder, SyncNet)."""
+    """The models some metrics need, built once (dlib landmarks, dlib embedder, SyncNet, Inception),
+    and the FID features pooled over clips."""
 
     def __init__(self, cfg: DictConfig, metrics: list[str]):
         from stylization.errors import ConfigError
 
-        self.detector = self.embedder = self.syncnet = None
+        self.detector = self.embedder = self.syncnet = self.inception = None
+        self.fid_features: dict[str, list] = {"gen": [], "gt": []}
+        if "fid" in metrics:
+            from stylization.loading import inception_fid
+
+            self.inception = inception_fid(cfg.inception, str(cfg.device))
         if {"m_lmd", "f_lmd"} & set(metrics):
             from stylization.preprocess.faces import LandmarkDetector
 
@@ -76,10 +84,11 @@ class Scorers:
             self.embedder = FaceEmbedder()
         if "lse" in metrics:
             if not cfg.syncnet:
-                raise ConfigError("metric lse needs syncnet=PATH (the official syncnet_v2.model; see checkpoints/README.md)")
-            from stylization.loading import load_official
+                raise ConfigError("metric lse needs syncnet=PATH (the official syncnet_v2.model, or a syncnet run trained "
+                                  "here; see docs/benchmark.md)")
+            from stylization.runs import load_syncnet
 
-            self.syncnet = load_official("syncnet", str(cfg.syncnet)).eval()
+            self.syncnet = load_syncnet(str(cfg.syncnet)).to(str(cfg.device))
 
 
 def score_clip(gen, gt, wav, metrics: list[str], cfg: DictConfig, scorers: Scorers) -> dict:
@@ -96,6 +105,11 @@ def score_clip(gen, gt, wav, metrics: list[str], cfg: DictConfig, scorers: Score
         row["psnr"] = float(values.nan_to_num(nan=float(cfg.psnr_cap)).mean())
     if "cpbd" in metrics:
         row["cpbd"] = float(cpbd(gen).mean())
+    if scorers.inception is not None:
+        from stylization.metrics.fid import inception_features
+
+        scorers.fid_features["gen"].append(inception_features(scorers.inception, gen))
+        scorers.fid_features["gt"].append(inception_features(scorers.inception, gt))
     if scorers.detector is not None:
         result = lmd_frames(gen, gt, scorers.detector, size=None)
         for key in ("m_lmd", "f_lmd"):
@@ -168,6 +182,16 @@ def run(cfg: DictConfig) -> dict:
         gt = np.stack([resize(f, size) for f in gt[:n]])
         per_clip[stem] = score_clip(gen, gt, wav, metrics, cfg, scorers)
     means, undefined = aggregate(per_clip)
+    if "lse_c" in means:
+        means["sync_conf"] = means["lse_c"]  # Sync_conf in the papers' tables is SyncNet's LSE-C
+    if scorers.inception is not None:
+        from stylization.metrics.fid import frechet_distance
+
+        pooled = {side: np.concatenate(f) if f else np.zeros((0, 2048)) for side, f in scorers.fid_features.items()}
+        if min(len(p) for p in pooled.values()) >= 2:
+            means["fid"] = round(frechet_distance(pooled["gen"], pooled["gt"]), 6)
+        else:
+            means["fid"], undefined["fid"] = None, len(per_clip)
     result = {"aggregate": means, "undefined": undefined, "per_clip": per_clip, "missing": missing,
               "clips": len(per_clip), "config": OmegaConf.to_container(cfg, resolve=True)}
     out = str(cfg.out)

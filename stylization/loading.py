@@ -37,6 +37,9 @@ Style-A's other fetched files: :func:`load_exstyle_codes` (DualStyleGAN's ``exst
 read with an unpickler that admits only arrays), :func:`vgg19_features` and :func:`lpips_vgg`
 (the perceptual losses' ImageNet networks; the loss modules themselves take them ready-made).
 
+The benchmark's FID network: :func:`inception_fid` (torch-fidelity's Inception-v3 with the
+TF-2015-12-05 weights from a local file, torch-fidelity's or pytorch-fid's; never downloaded).
+
 CLIP and transformers: :func:`clip_text_encoder` (Style-E's text condition, open_clip or
 transformers backend), :func:`open_clip_model`; :func:`hf_clip_text` (a local transformers CLIP
 directory), :func:`export_hf_clip_text` (an open_clip text tower -> such a directory, through the
@@ -326,6 +329,37 @@ def lpips_vgg() -> nn.Module:
         raise CheckpointError(f"LPIPS-VGG weights unavailable ({type(exc).__name__}: {exc}); connect once to "
                               "download them, or set stage.loss.lpips=0") from None
 
+
+INCEPTION_SOURCE = ("torch-fidelity's weights-inception-2015-12-05-6726825d.pth or pytorch-fid's "
+                    "pt_inception-2015-12-05-6726825d.pth (the same tensors); see checkpoints/README.md")
+
+
+def inception_fid(path: str | os.PathLike | None, device: str = "cpu") -> nn.Module:
+    """torch-fidelity's FID Inception-v3 (pool features, ``"2048"``) with the weights in ``path``.
+
+    The file is read only with ``weights_only=True`` (:func:`load_file`); the library then gets
+    the checked tensors re-serialised in memory, so its own ``torch.load`` never sees the file.
+    A missing path or file, or a file of another network, is a one-line :class:`CheckpointError`;
+    nothing is downloaded.
+    """
+    if not path:
+        raise CheckpointError(f"FID needs inception=PATH, the Inception weights file: {INCEPTION_SOURCE}")
+    path = os.fspath(path)
+    state = load_file(path, f"get it from {INCEPTION_SOURCE}")
+    state = _strip_module_prefix(state.get("state_dict", state))
+    if not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError("not a plain state dict of tensors: not an Inception weights file", path)
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+    except RuntimeError as exc:  # load_state_dict(strict=True): missing, unexpected or mis-shaped tensors
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"does not match torch-fidelity's Inception-v3: {detail}", path) from None
+    return net.to(device).eval()
 
 # -- CLIP (Style-E's text condition) ---------------------------------------------------------
 

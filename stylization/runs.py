@@ -165,6 +165,26 @@ def style_a_renderer_from_run(run: Run):
     return renderer
 
 
+SYNCNET_HINT = "train one with: python train.py stage=syncnet model=syncnet_small data.root=DIR"
+
+
+def load_syncnet(path: str | os.PathLike) -> nn.Module:
+    """A SyncNet for LSE-D / LSE-C, eval mode: a ``syncnet`` run directory or checkpoint of this project
+    (rebuilt from its config; EMA weights), or else the released ``syncnet_v2.model`` (strict)."""
+    from stylization.loading import load_official
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        run = load_run(path, hint=SYNCNET_HINT)
+    else:
+        state = load_file(path, "the official syncnet_v2.model or a syncnet run's checkpoint")
+        if state.get("format") != FORMAT:
+            return load_official("syncnet", path).eval()
+        run = _run_from_state(path, state, use_ema=True, hint=SYNCNET_HINT)
+    _require(run, "syncnet", SYNCNET_HINT)
+    return run.module("syncnet")
+
+
 def load_audio2exp(path: str | os.PathLike, module: nn.Module) -> nn.Module:
     """SadTalker's released file (loaded strictly into ``module``), or an ``audio2exp`` / Style-E run
     directory or checkpoint of this project (rebuilt from its own config; EMA weights)."""

@@ -38,17 +38,22 @@ def test_a_folder_against_itself(folders, tmp_path):
     from stylization.data.video import read_video
     from stylization.metrics import cpbd
 
+    import torch
+    from test_fid import random_inception_state
+
     gen, gt, corpus = folders
     out = tmp_path / "result.json"
+    torch.save(random_inception_state(), tmp_path / "inception.pth")  # FID's weights come from a file
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), f"gen={gen}", f"gt={gt}", f"out={out}",
-                          "metrics=[ssim,psnr,cpbd,m_lmd,f_lmd]"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
+                          "metrics=[ssim,psnr,fid,cpbd,m_lmd,f_lmd]", f"inception={tmp_path / 'inception.pth'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     agg = result["aggregate"]
     # identical frames: PSNR is infinite; piq (the ViCo definition) reports 80 dB (its 1e-8 in the error)
     assert agg["ssim"] == pytest.approx(1.0) and agg["psnr"] == pytest.approx(80.0)
     assert agg["m_lmd"] == 0.0 and agg["f_lmd"] == 0.0
+    assert abs(agg["fid"]) < 1e-3  # the same frames on both sides
     assert result["clips"] == len(corpus.records) and not result["undefined"]
     assert all(row["lmd_frames"] == row["frames"] for row in result["per_clip"].values())  # dlib found every face
     rec = corpus.records[0]
@@ -122,3 +127,41 @@ def test_lse_reads_the_official_file_and_the_ground_truth_sound(tmp_path):
     assert np.isfinite(row["lse_d"]) and row["lse_c"] >= 0 and abs(row["sync_offset"]) <= 15
     with pytest.raises(ConfigError, match="metric lse needs syncnet=PATH"):
         bench.Scorers(unset, ["lse"])
+
+
+def test_fid_needs_its_weights_file(tmp_path):
+    """metrics=[fid] without inception= (or with a missing file) is a one-line error, not a download."""
+    out = tmp_path / "r.json"
+    for extra, message in (([], "inception=PATH"), ([f"inception={tmp_path / 'none.pth'}"], "not found")):
+        run = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), f"gen={tmp_path}",
+                              f"gt={tmp_path}", f"out={out}", "metrics=[fid]", *extra], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_table_puts_our_rows_beside_the_papers(tmp_path):
+    """scripts/benchmark_table.py: the paper's columns in its order, its published rows, then one row
+    per result (named by config.method, else the file stem), as markdown and CSV."""
+    ours = {"aggregate": {"ssim": 0.5, "psnr": 20.0, "m_lmd": 2.25, "f_lmd": 3.5, "sync_conf": 1.25},
+            "config": {"method": "style2talker_cpu"}}
+    still = {"aggregate": {"ssim": 0.4, "m_lmd": 4.0}, "config": {}}
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    (tmp_path / "still.json").write_text(json.dumps(still))
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_table.py"), str(tmp_path / "ours.json"),
+                          str(tmp_path / "still.json"), "--paper", "style2talker", "--dataset", "hdtf"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    assert header == "| method | SSIM ↑ | FID ↓ | M-LMD ↓ | F-LMD ↓ | Sync_conf ↑ |"
+    assert "| Style²Talker (paper) | 0.718 | 23.330 | 3.046 | 2.791 | 2.734 |" in lines  # Table 1, HDTF
+    assert "| style2talker_cpu | 0.500 | – | 2.250 | 3.500 | 1.250 |" in lines
+    assert "| still | 0.400 | – | 4.000 | – | – |" in lines
+    assert "method,source,ssim,fid,m_lmd,f_lmd,sync_conf" in lines
+    assert "style2talker_cpu,ours,0.5,,2.25,3.5,1.25" in lines
+    (tmp_path / "bad.json").write_text("{}")
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_table.py"), str(tmp_path / "bad.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "bad.json" in bad.stderr and "aggregate" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -24,12 +24,14 @@ MODELS = {
     "style_e": {"style_e": "paper", "style_e_small": "small"},
     "style_e_cgan": {"style_e_cgan": "paper", "style_e_small": "small"},
     "style_a": {"style_a": "paper", "style_a_small": "small"},
+    "syncnet": {"syncnet": "paper", "syncnet_small": "small"},
 }
 ABLATIONS = {
     "audio2exp": (None,),
     "style_e": (None, "no_text"),
     "style_e_cgan": (None, "no_text"),
     "style_a": (None, "no_art", "no_refine", "no_skip"),
+    "syncnet": (None,),
 }
 # What each ablation switches (key in the composed config, value).
 ABLATION_KEYS = {"no_text": ("model.denoiser.use_text", False), "no_art": ("model.generator.art_path", False),
@@ -119,6 +121,7 @@ def test_every_combination_composes_and_builds(combo, monkeypatch):
      {"stage.batch_size": 24, "stage.lr": 1e-3, "trainer.ema_decay": 0.99}),
     ("style_a_cpu", "style_a", "style_a_small", {"stage.lr": 1e-3, "trainer.ema_decay": 0.995}),
     ("audio2exp_cpu", "audio2exp", "audio2exp_small", {}),
+    ("syncnet_cpu", "syncnet", "syncnet_small", {"model.input_crop": "lower_half", "trainer.max_minutes": 10}),
 ])
 def test_recipes_are_what_the_short_commands_select(recipe, stage, model, values):
     """``experiment=<recipe>`` and ``stage=<s> model=<s>_small`` are one configuration, the recipe's."""

@@ -155,3 +155,39 @@ def test_small_helpers():
     assert len(resample_frames(frames, 30)) == 60 and len(resample_frames(frames, 25)) == 50
     sheet = contact_sheet([np.zeros((64, 64, 3), np.uint8)], np.zeros((10, 32, 32, 3), np.uint8))
     assert sheet.shape == (96, 128, 3)
+
+
+def test_the_benchmark_protocol_generates_every_row(demo_inputs, synthetic_corpus, tmp_path):
+    """scripts/generate_benchmark.py: per test clip, the stylised ground truth with its sound, our
+    pipeline's video (self-driven: first frame, the clip's audio, pose and text, its style's picture),
+    the still and GT+shift baselines; a second run skips what exists; benchmark.py scores a row."""
+    import json
+
+    out = tmp_path / "bench"
+    args = [sys.executable, "scripts/generate_benchmark.py", f"data.root={synthetic_corpus}", f"out={out}",
+            f"checkpoints={demo_inputs['checkpoints']}", "max_clips=2", "device=cpu"]
+    res = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["generated"] == 2
+    corpus = Corpus(synthetic_corpus)
+    clips = corpus.clips("test")[:2]
+    styles = sorted(k[len("style_"):] for k in clips[0].files if k.startswith("style_"))
+    for i, rec in enumerate(clips):
+        truth = read_video(corpus.path(rec, f"style_{styles[i % len(styles)]}"))  # styles in turn
+        gt = read_video(out / "gt" / f"{rec.id}.mp4")
+        assert len(gt) == len(truth) and np.abs(gt.astype(int) - truth.astype(int)).mean() < 4  # re-encoded
+        assert probe_video(out / "gt" / f"{rec.id}.mp4").audio_duration > 0  # the clip's own sound
+        still, shifted = read_video(out / "still" / f"{rec.id}.mp4"), read_video(out / "gt_shift" / f"{rec.id}.mp4")
+        assert len(still) == len(shifted) == len(gt)
+        assert np.abs(still[-1].astype(int) - gt[0].astype(int)).mean() < 4
+        assert np.abs(shifted[5:].astype(int) - gt[:-5].astype(int)).mean() < 4  # lags by 5 frames
+        ours = read_video(out / "style2talker" / f"{rec.id}.mp4")
+        assert abs(len(ours) - len(gt)) <= 1
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 2
+    score = subprocess.run([sys.executable, "scripts/benchmark.py", f"gen={out / 'still'}", f"gt={out / 'gt'}",
+                            f"out={tmp_path / 'still.json'}", "metrics=[ssim,psnr]", "method=still"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert score.returncode == 0, score.stderr[-2000:]
+    result = json.loads((tmp_path / "still.json").read_text())
+    assert result["clips"] == 2 and result["config"]["method"] == "still" and 0 < result["aggregate"]["ssim"] < 1

@@ -7,7 +7,8 @@
    the box centre and half-size ``s`` (half the larger box side) over 13 frames, pads the frame by
    ``int(1.8·s)`` with grey 110, and crops rows ``cy - s .. cy + 1.8·s`` and columns
    ``cx - 1.4·s .. cx + 1.4·s`` (``crop_scale`` 0.4): the whole face, chin and some neck, not a mouth
-   crop. That square is resized to 224x224 (``cv2.resize``, bilinear). Given per-frame face
+   crop. That square is resized to 224x224 (``cv2.resize``, bilinear; a SyncNet trained here at
+   another ``frame_size`` gets crops of its size). Given per-frame face
    ``boxes``, we do exactly that. Without boxes we resize the **whole frame** to 224: our clips
    are already face crops (FOMM-style, 256 px, the face centred and filling most of the frame), so we
    run no detector; such a crop sits a little higher and tighter than the official one, a departure to
@@ -39,17 +40,25 @@ PAD_VALUE = 110  # grey of the padding around the frame before cropping
 BOX_SMOOTHING = 13  # frames of the median filter over box centre and size
 
 
-def face_crops(frames: np.ndarray, boxes: np.ndarray | None = None, size: int = FRAME_SIZE) -> np.ndarray:
+def face_crops(frames: np.ndarray, boxes: np.ndarray | None = None, size: int = FRAME_SIZE,
+               lower_half: bool = False) -> np.ndarray:
     """RGB uint8 frames [T, H, W, 3] -> BGR uint8 crops [T, size, size, 3].
 
     ``boxes`` [T, 4] are face boxes (x1, y1, x2, y2) in pixels, e.g. a detector's: the official crop
-    around them (module docstring, step 1). None: the whole frame, resized."""
+    around them (module docstring, step 1). None: the whole frame, resized. ``lower_half``: only the
+    crop's lower half, stretched to the square (a SyncNet trained with ``input_crop="lower_half"``)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames must be uint8 [T >= 1, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     bgr = frames[..., ::-1]
+
+    def resized(crop: np.ndarray) -> np.ndarray:
+        if lower_half:
+            crop = crop[crop.shape[0] // 2:]
+        return cv2.resize(np.ascontiguousarray(crop), (size, size))
+
     if boxes is None:
-        return np.stack([cv2.resize(np.ascontiguousarray(f), (size, size)) for f in bgr])
+        return np.stack([resized(f) for f in bgr])
     boxes = np.asarray(boxes, np.float64)
     if boxes.shape != (len(frames), 4):
         raise ValueError(f"boxes must be [T, 4] (x1, y1, x2, y2) for T={len(frames)} frames, got {list(boxes.shape)}")
@@ -67,7 +76,7 @@ def face_crops(frames: np.ndarray, boxes: np.ndarray | None = None, size: int = 
         y, x = y + pad, x + pad
         face = padded[int(y - s):int(y + s * (1 + 2 * CROP_SCALE)),
                       int(x - s * (1 + CROP_SCALE)):int(x + s * (1 + CROP_SCALE))]
-        crops.append(cv2.resize(face, (size, size)))
+        crops.append(resized(face))
     return np.stack(crops)
 
 
@@ -107,7 +116,8 @@ def embed_clip(model: SyncNet, frames: np.ndarray, wav: np.ndarray, boxes: np.nd
                          f"({(VIDEO_WINDOW_FRAMES + 1) / FPS:.2f} s at {FPS} fps, {SAMPLE_RATE} Hz); "
                          f"got {len(frames)} frames and {len(wav)} samples")
     device = next(model.parameters()).device
-    crops = torch.from_numpy(face_crops(frames, boxes))
+    crops = torch.from_numpy(face_crops(frames, boxes, getattr(model, "frame_size", FRAME_SIZE),  # 224: the official
+                                        getattr(model, "input_crop", "face") == "lower_half"))
     audio = audio_windows(wav, n)
     video_out, audio_out = [], []
     for lo in range(0, n, batch_windows):
