@@ -16,7 +16,9 @@ defines each metric and names its source):
   first frame (the self-driven protocol's identity picture);
 * ``lse_d``, ``lse_c`` (and ``sync_offset``): SyncNet on the generated frames and the ground
   truth's own sound (``metrics`` entry ``lse``; needs ``syncnet=``: the official
-  ``syncnet_v2.model`` or a ``stage=syncnet`` run of this project); ``sync_conf`` in the aggregate is ``lse_c`` under the papers' name.
+  ``syncnet_v2.model`` or a ``stage=syncnet`` run of this project); ``sync_conf`` in the
+  aggregate is ``lse_c`` under the papers' name, ``sync_offset`` the mean AV offset in frames (+5
+  for a video 5 frames late: LSE-D and LSE-C are read at the best offset, so a lag shows here).
 
 The aggregate is the mean over clips of each metric (clips where a metric is undefined, e.g. no
 face, are left out of that mean and counted in ``undefined``). A video that is missing on either
@@ -136,7 +138,7 @@ def aggregate(per_clip: dict[str, dict]) -> tuple[dict, dict]:
     """Mean over clips of every metric, and per metric how many clips had it undefined (NaN)."""
     import numpy as np
 
-    keys = sorted({k for row in per_clip.values() for k in row if k not in ("frames", "lmd_frames", "sync_offset")})
+    keys = sorted({k for row in per_clip.values() for k in row if k not in ("frames", "lmd_frames")})
     means, undefined = {}, {}
     for key in keys:
         values = np.array([row[key] for row in per_clip.values() if key in row], np.float64)
