@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict:
     from tqdm import tqdm
 
     from stylization.data.corpus import Corpus
-    from stylization.data.video import read_video
+    from stylization.data.video import delay_frames, read_video
     from stylization.engine.distributed import resolve_device
     from stylization.errors import ConfigError
     from stylization.metrics.sync import offset_distances, sync_scores
@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict:
             skipped += 1
             continue
         row = {}
-        delayed = np.concatenate([np.repeat(frames[:1], shift, 0), frames[:-shift]])
+        delayed = delay_frames(frames, shift)
         for name, video in (("sync", frames), ("shifted", delayed)):
             with torch.no_grad():
                 v, a = embed_clip(net, video, wav)

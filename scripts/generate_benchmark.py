@@ -67,20 +67,11 @@ def art_picture(root: str, style: str) -> str:
     return os.path.join(root, pictures[0])
 
 
-def shifted(frames, shift: int):
-    """Frames delayed by ``shift``: the first frame held ``shift`` times, the same length."""
-    import numpy as np
-
-    if shift <= 0:
-        return frames
-    return np.concatenate([np.repeat(frames[:1], shift, 0), frames[:-shift]])[:len(frames)]
-
-
 def run(cfg: DictConfig) -> dict:
     import cv2
 
     from stylization.data.corpus import Corpus
-    from stylization.data.video import read_video, write_video
+    from stylization.data.video import delay_frames, read_video, write_video
     from stylization.errors import ConfigError
     from stylization.pipeline import Job, Pipeline, run_batch
 
@@ -114,7 +105,7 @@ def run(cfg: DictConfig) -> dict:
             if "still" in methods:
                 write_video(targets["still"], gt[:1].repeat(len(gt), 0), audio=wav)
             if "gt_shift" in methods:
-                write_video(targets["gt_shift"], shifted(gt, int(cfg.shift)), audio=wav)
+                write_video(targets["gt_shift"], delay_frames(gt, int(cfg.shift)), audio=wav)
             if str(cfg.method) in methods and not targets[str(cfg.method)].exists():
                 photo = os.path.join(scratch, f"{rec.id}.png")
                 cv2.imwrite(photo, cv2.cvtColor(read_video(corpus.path(rec, "video"), max_frames=1)[0], cv2.COLOR_RGB2BGR))

@@ -171,15 +171,15 @@ SYNCNET_HINT = "train one with: python train.py stage=syncnet model=syncnet_smal
 def load_syncnet(path: str | os.PathLike) -> nn.Module:
     """A SyncNet for LSE-D / LSE-C, eval mode: a ``syncnet`` run directory or checkpoint of this project
     (rebuilt from its config; EMA weights), or else the released ``syncnet_v2.model`` (strict)."""
-    from stylization.loading import load_official
+    from stylization.loading import build_module, extract_state_dict, load_strict
 
     path = os.fspath(path)
     if os.path.isdir(path):
         run = load_run(path, hint=SYNCNET_HINT)
     else:
         state = load_file(path, "the official syncnet_v2.model or a syncnet run's checkpoint")
-        if state.get("format") != FORMAT:
-            return load_official("syncnet", path).eval()
+        if state.get("format") != FORMAT:  # the released file, already read: load it strictly
+            return load_strict(build_module("syncnet"), extract_state_dict("syncnet", state, path), path).eval()
         run = _run_from_state(path, state, use_ema=True, hint=SYNCNET_HINT)
     _require(run, "syncnet", SYNCNET_HINT)
     return run.module("syncnet")

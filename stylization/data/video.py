@@ -198,3 +198,11 @@ def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int, second
             done += piece.samples
             container.mux(stream.encode(piece))
     container.mux(stream.encode(None))
+
+
+def delay_frames(frames: np.ndarray, shift: int) -> np.ndarray:
+    """Frames [T, ...] delayed by ``shift`` frames against their sound: the first frame held ``shift``
+    times, the length kept (the benchmark's GT+shift baseline and the SyncNet check's planted lag)."""
+    if shift <= 0:
+        return frames
+    return np.concatenate([np.repeat(frames[:1], shift, 0), frames[:-shift]])[: len(frames)]
