@@ -207,11 +207,15 @@ def test_frames_audio_and_landmarks_match_the_source(mead_tree, processed):
         found = Corpus(out).load_landmarks(rec)
         errors.append(np.abs(found - transform_points(known, m)).mean(-1))  # [T, 68] px of the 256 crop
     errors = np.concatenate(errors)
-    # Measured: mouth 1.1 px, eyes 1.1 px, all 68 points 2.05 px. Nearly all of it is a constant
-    # offset per clip where dlib's 68-point convention and the stand-in model's keypoints disagree
-    # (brows 3.6 px, jaw 2.7 px), not the tracking, cropping or resampling (docs/results.md).
-    assert errors[:, 48:68].mean() < 2.0 and errors[:, 36:48].mean() < 2.0, errors.mean(0)
-    assert errors.mean() < 2.5, errors.mean(0)
+    groups = {name: round(float(errors[:, sl].mean()), 2) for name, sl in
+              (("jaw", slice(0, 17)), ("brows", slice(17, 27)), ("nose", slice(27, 36)), ("eyes", slice(36, 48)),
+               ("mouth", slice(48, 68)), ("all", slice(0, 68)))}
+    print("landmark error, px of the 256 crop:", groups)
+    # Measured (docs/results.md): all 68 points 1.6 px, mouth and eyes about 1.1 px. Nearly all of
+    # it is a constant offset per clip where dlib's 68-point convention and the drawn face disagree,
+    # not the tracking, cropping or resampling.
+    assert groups["mouth"] < 2.0 and groups["eyes"] < 2.0, groups
+    assert groups["all"] < 2.0, groups
 
 
 def test_splits_and_texts(processed):
