@@ -10,10 +10,12 @@ defines each metric and names its source):
 * ``fid``: one Fréchet Inception Distance over the pooled frames of every clip, generated
   against ground truth (an aggregate only; needs ``inception=`` the weights file);
 * ``cpbd``: the generated frames' sharpness (the ``cpbd`` package's algorithm, grayscale);
-* ``m_lmd``, ``f_lmd``: dlib's 68 landmarks on both videos, mouth and all points, pixels of the
-  ``size`` frame, over frames where the ground truth has a face;
-* ``csim``: dlib's face-recognition embedding of each generated frame against the ground truth's
-  first frame (the self-driven protocol's identity picture);
+* ``m_lmd``, ``f_lmd``: 68 landmarks on both videos (``landmarks=dlib``, or ``face_alignment``:
+  FAN, as the ViCo baseline, with its weights in torch's cache), mouth and all points, pixels of
+  the ``size`` frame, over frames where the ground truth has a face;
+* ``csim``: the identity embedding of each generated frame against the ground truth's first
+  frame (the self-driven protocol's identity picture): dlib's face-recognition ResNet
+  (``identity=dlib``, ships offline) or ArcFace (``identity=arcface arcface=backbone.pth``);
 * ``lse_d``, ``lse_c`` (and ``sync_offset``): SyncNet on the generated frames and the ground
   truth's own sound (``metrics`` entry ``lse``; needs ``syncnet=``: the official
   ``syncnet_v2.model`` or a ``stage=syncnet`` run of this project); ``sync_conf`` in the
@@ -71,7 +73,9 @@ class Scorers:
         if {"m_lmd", "f_lmd"} & set(metrics):
             from stylization.preprocess.faces import LandmarkDetector
 
-            landmarks = LandmarkDetector("dlib")
+            if cfg.landmarks not in ("dlib", "face_alignment"):
+                raise ConfigError(f"landmarks must be dlib or face_alignment, got {cfg.landmarks!r}")
+            landmarks = LandmarkDetector(str(cfg.landmarks), str(cfg.device))
 
             def detect(frames):
                 found_landmarks, found = landmarks.track(frames)
@@ -81,9 +85,15 @@ class Scorers:
 
             self.detector = detect
         if "csim" in metrics:
-            from stylization.preprocess.faces import FaceEmbedder
+            from stylization.preprocess.faces import ArcFaceEmbedder, FaceEmbedder
 
-            self.embedder = FaceEmbedder()
+            if cfg.identity not in ("dlib", "arcface"):
+                raise ConfigError(f"identity must be dlib or arcface, got {cfg.identity!r}")
+            if cfg.identity == "arcface" and not cfg.arcface:
+                raise ConfigError("identity=arcface needs arcface=PATH, an insightface backbone.pth "
+                                  "(checkpoints/README.md)")
+            self.embedder = ArcFaceEmbedder(str(cfg.arcface), str(cfg.device)) if cfg.identity == "arcface" \
+                else FaceEmbedder()
         if "lse" in metrics:
             if not cfg.syncnet:
                 raise ConfigError("metric lse needs syncnet=PATH (the official syncnet_v2.model, or a syncnet run trained "

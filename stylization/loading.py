@@ -30,6 +30,9 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``syncnet`` — joonson/syncnet_python's ``data/syncnet_v2.model`` (a plain state dict, perhaps without
   the BatchNorm ``num_batches_tracked`` counters, which are then added as zeros), into
   :class:`~stylization.syncnet.model.SyncNet` (1024-d embeddings).
+* ``arcface`` — insightface arcface_torch's ``backbone.pth`` (a plain state dict; e.g. the model
+  zoo's ``ms1mv3_arcface_r100_fp16``), into :class:`~stylization.metrics.arcface.IResNet` of the
+  depth its ``layerK.M.`` keys have (18, 34, 50, 100 or 200); for the benchmark's CSIM.
 
 Plain state dicts and DataParallel ``module.`` prefixes are accepted for every kind.
 
@@ -77,6 +80,8 @@ SOURCES = {
     "deep3d_recon": "Deep3DFaceRecon_pytorch's released model (checkpoints/<name>/epoch_20.pth); "
                     "see checkpoints/README.md",
     "syncnet": "joonson/syncnet_python's release (data/syncnet_v2.model, fetched by download_model.sh); "
+               "see checkpoints/README.md",
+    "arcface": "insightface's arcface_torch model zoo (e.g. ms1mv3_arcface_r100_fp16/backbone.pth); "
                "see checkpoints/README.md",
 }
 # The entry of a dict checkpoint that holds each kind's weights.
@@ -127,6 +132,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.syncnet.model import SyncNet
 
         return SyncNet(1024)
+    if kind == "arcface":
+        from stylization.metrics.arcface import IResNet
+
+        return IResNet(100)
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 
@@ -162,11 +171,12 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
             raise CheckpointError("no 'net_G_ema' with video_warper.* / calibrator.* keys: not a StyleHEAT checkpoint",
                                   path)
         return styleheat_state(_strip_module_prefix(entry))
-    if kind == "syncnet":
+    if kind in ("syncnet", "arcface"):
         from stylization.syncnet.model import with_batch_counters
 
         if not obj or not all(torch.is_tensor(v) for v in obj.values()):
-            raise CheckpointError("not a plain state dict of tensors: not a SyncNet checkpoint", path)
+            what = "a SyncNet" if kind == "syncnet" else "an ArcFace backbone"
+            raise CheckpointError(f"not a plain state dict of tensors: not {what} checkpoint", path)
         return with_batch_counters(_strip_module_prefix(obj))
     if kind in ENTRIES:
         entry = ENTRIES[kind]
@@ -234,8 +244,16 @@ def load_official(kind: str, path: str | os.PathLike, module: nn.Module | None =
     if kind not in SOURCES:
         raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}", path)
     obj = _read(path, kind)
-    module = build_module(kind) if module is None else module
     state = extract_state_dict(kind, obj, path)
+    if module is None and kind == "arcface":  # the released backbones come in several depths
+        from stylization.metrics.arcface import DEPTHS, IResNet, depth_of
+
+        depth = depth_of(state)
+        if depth is None:
+            raise CheckpointError(f"its layer1-4 block counts match no IResNet depth ({sorted(DEPTHS)}): "
+                                  "not an ArcFace backbone", path)
+        module = IResNet(depth)
+    module = build_module(kind) if module is None else module
     if kind == "psp_encoder":  # pSp adds latent_avg to every code; it lives beside the state dict
         avg, dim = obj.get("latent_avg"), module.latent_avg.shape[-1]  # 512 for the released encoders
         if not torch.is_tensor(avg) or avg.shape[-1] != dim:

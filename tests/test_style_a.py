@@ -376,7 +376,7 @@ def test_style_a_loss_weights_its_named_terms():
     batch = {"source": torch.rand(b, 3, size, size), "target_real": torch.rand(b, k, f, 3, size, size),
              "target_landmarks": lm}
     weights = {"mse": 1.0, "perceptual": 0.0, "lpips": 0.0, "adversarial": 0.5, "mask": 2.0, "temporal": 3.0,
-               "warp": 0.25, "mouth": 4.0, "motion": 5.0, "mouth_motion": 6.0}
+               "warp": 0.25, "mouth": 4.0, "motion": 5.0, "mouth_motion": 6.0, "sync": 0.0}
     loss = losses.StyleALoss(weights=weights, degree=1.0, align_corners=True)
     total, terms = loss(out, target, batch, g_adv=torch.tensor(0.7))
     assert list(terms) == ["g_adv", "mse", "mask", "warp", "mouth", "motion", "mouth_motion", "temporal"]
@@ -392,6 +392,8 @@ def test_style_a_loss_weights_its_named_terms():
         losses.StyleALoss(weights={**weights, "l1": 1.0}, degree=1.0, align_corners=True)
     with pytest.raises(ValueError, match="perceptual"):
         losses.StyleALoss(weights={**weights, "perceptual": 0.1}, degree=1.0, align_corners=True)
+    with pytest.raises(ValueError, match="sync"):
+        losses.StyleALoss(weights={**weights, "sync": 0.1}, degree=1.0, align_corners=True)
 
 
 def test_lpips_is_optional():
@@ -628,6 +630,53 @@ def test_training_loss_falls_and_eval_render_reports(synthetic_corpus, tmp_path)
     assert (run_dir / "eval_render_test.png").is_file()
     assert result["mouth_grid"] == str(run_dir / "eval_render_test_mouth.png") and Path(result["mouth_grid"]).is_file()
     assert -1 <= result["mouth_motion_corr"] <= 1 and result["mouth_motion_gain"] >= 0
+
+
+def test_sync_audio_windows_are_the_evaluations(synthetic_corpus):
+    """WithSyncAudio: run k's in-sync window is the MFCC window SyncNet's evaluation takes for a
+    5-frame window starting at that frame, offset o is the window o frames later; offsets past
+    either end of the clip read silence."""
+    from stylization.data.corpus import Corpus
+    from stylization.style_a.stage import WithSyncAudio
+    from stylization.syncnet.evaluate import audio_windows, window_count
+
+    m = 4
+    data = WithSyncAudio(pair_dataset(synthetic_corpus, frames_per_item=5, pairs_per_item=3), m)
+    for index in (0, 5):
+        item = data[index]
+        rec = data.base.clips[data.base.slots[index][0]]
+        wav = Corpus(synthetic_corpus).load_audio(rec)
+        reference = audio_windows(wav, window_count(rec.n_frames, len(wav)))  # window i: frames i..i+4
+        assert item["sync_audio"].shape == (3, 2 * m + 1, 1, 13, 20) and item["sync_target"].tolist() == [m] * 3
+        for k, start in enumerate(item["target_frames"].tolist()):
+            for o in range(-m, m + 1):
+                if 0 <= start + o < len(reference):
+                    torch.testing.assert_close(item["sync_audio"][k, m + o], reference[start + o], rtol=1e-5, atol=1e-4)
+        ceps = data.clip_mfcc(rec)
+        assert ceps.shape[1] >= 4 * (rec.n_frames + 2 * m)  # every offset of every run fits
+        assert np.allclose(ceps[:, :4 * m - 2], ceps[:, 0:1])  # the lead-in is silence (one repeated vector)
+
+
+def test_lip_sync_expert_trains_style_a(synthetic_corpus, tmp_path):
+    """stage.loss.sync > 0: a frozen SyncNet (here a random-weight syncnet_v2.model) scores each run of
+    5 rendered frames against its sound; its term is logged; without an expert, or with runs of
+    another length, the stage stops naming the key."""
+    from stylization.engine.run import run_training as train
+    from stylization.style_a.stage import StyleAStage
+    from stylization.syncnet.model import SyncNet
+
+    torch.manual_seed(0)
+    torch.save(SyncNet(1024).state_dict(), tmp_path / "syncnet_v2.model")
+    run_dir = tmp_path / "run"
+    sync = ["stage.loss.sync=0.1", f"stage.sync_expert={tmp_path / 'syncnet_v2.model'}", "stage.frames_per_item=5",
+            "stage.pairs_per_item=1", "stage.sync_max_offset=2"]
+    assert train(compose_train(style_a_overrides(synthetic_corpus, run_dir, 1, sync))) == 1
+    log = train_log(run_dir)
+    assert len(log) == 1 and all(np.isfinite(row["sync"]) and row["sync"] > 0 for row in log)
+    with pytest.raises(ConfigError, match="stage.sync_expert"):
+        StyleAStage(compose_train(style_a_overrides(synthetic_corpus, tmp_path / "r2", 1, ["stage.loss.sync=0.1"])))
+    with pytest.raises(ConfigError, match="stage.frames_per_item=5"):
+        StyleAStage(compose_train(style_a_overrides(synthetic_corpus, tmp_path / "r3", 1, sync[:2])))
 
 
 def test_mouth_changes_measure_what_moves_over_the_frames():

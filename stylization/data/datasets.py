@@ -26,7 +26,7 @@ from stylization.errors import DataError
 log = logging.getLogger(__name__)
 
 
-class _LRU(collections.OrderedDict):
+class LRUCache(collections.OrderedDict):
     def __init__(self, capacity: int):
         super().__init__()
         self.capacity = capacity
@@ -120,9 +120,9 @@ class ClipWindowDataset(Dataset):
             for lo in range(0, last + 1, self.stride_frames):
                 self.slots.append((ci, lo, min(lo + self.stride_frames - 1, last)))
         self._source_clips = self._source_candidates()
-        self._mels = _LRU(mel_cache_clips)
-        self._frames = _LRU(frame_cache_clips)
-        self._blinks = _LRU(mel_cache_clips)
+        self._mels = LRUCache(mel_cache_clips)
+        self._frames = LRUCache(frame_cache_clips)
+        self._blinks = LRUCache(mel_cache_clips)
 
     def _usable_clips(self, clips: list[ClipRecord], skip_damaged: bool) -> list[ClipRecord]:
         short = [r.id for r in clips if r.n_frames < self.window_frames]

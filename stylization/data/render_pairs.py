@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from stylization.constants import INNER_LIP_PAIRS, N_LANDMARKS, SEMANTIC_DIM
 from stylization.data.coeffs import semantic_windows
 from stylization.data.corpus import Corpus
-from stylization.data.datasets import _LRU
+from stylization.data.datasets import LRUCache
 from stylization.data.parsing import landmark_parsing
 from stylization.data.render_inputs import RenderInputs, resize, to_tensor
 from stylization.data.video import read_video
@@ -152,8 +152,8 @@ class RenderPairDataset(Dataset):
             raise DataError(f"no usable clip of at least {self.frames_per_item} frames in split {split!r}",
                             self.corpus.root)
         self.slots = [(ci, j) for ci in range(len(self.clips)) for j in range(int(items_per_clip))]
-        self._videos = _LRU(frame_cache_clips * 2)
-        self._pictures = _LRU(64)
+        self._videos = LRUCache(frame_cache_clips * 2)
+        self._pictures = LRUCache(64)
 
     def _sound_clips(self, clips: list, skip_damaged: bool) -> list:
         """The clips whose files are sound; the others raise, or are logged and left out."""

@@ -5,7 +5,8 @@ recogniser sees the same person, ~0 unrelated faces (dlib's descriptors are not 
 different people still score well above 0). The metric takes embeddings, or frames plus an
 ``embedder`` callable; it does no file I/O and loads no network. The default embedder of the
 benchmark is :class:`stylization.preprocess.faces.FaceEmbedder` (dlib's face-recognition ResNet,
-128-d, 5-point alignment); ArcFace is not implemented yet.
+128-d, 5-point alignment); :class:`stylization.preprocess.faces.ArcFaceEmbedder` is the ArcFace
+option (:mod:`stylization.metrics.arcface`).
 
 Source frames are either one identity picture (the self-driven protocol: the first frame of the
 clip, compared with every generated frame) or one per generated frame (frame t with frame t).

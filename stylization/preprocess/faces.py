@@ -185,3 +185,37 @@ class FaceEmbedder:
             box = dlib.rectangle(*(int(round(v)) for v in rect))
         shape = self._aligner(image, box)
         return np.asarray(self._net.compute_face_descriptor(image, shape, self.jitters), np.float32)
+
+
+class ArcFaceEmbedder:
+    """Identity embeddings for CSIM with ArcFace (insightface's IResNet, 512-d), the option most
+    recent talking-head papers report: dlib's detector and 68 landmarks give the five points,
+    :func:`~stylization.metrics.arcface.align_face` warps the face to insightface's 112² template,
+    and the backbone loaded from ``path`` (``backbone.pth``, strictly: :func:`stylization.loading.load_official`)
+    embeds it. Same call as :class:`FaceEmbedder`."""
+
+    def __init__(self, path: str, device: str = "cpu"):
+        from stylization.loading import load_official
+
+        self.device = device
+        self._net = load_official("arcface", path).to(device).eval()
+        self._landmarks = LandmarkDetector("dlib")
+
+    def __call__(self, image: np.ndarray, rect: np.ndarray | None = None) -> np.ndarray | None:
+        """RGB uint8 [H, W, 3] -> float32 [512] embedding of the largest face, or None without one
+        (``rect``: embed the face inside that box, as :class:`FaceEmbedder` does)."""
+        import torch
+
+        from stylization.metrics.arcface import align_face, five_points, to_input
+
+        image = np.ascontiguousarray(image)
+        if rect is None:
+            found = self._landmarks.detect(image)
+            if found is None:
+                return None
+            landmarks = found.landmarks
+        else:
+            landmarks = self._landmarks.landmarks_in(image, rect)
+        face = align_face(image, five_points(landmarks))
+        with torch.no_grad():
+            return self._net(to_input(face[None]).to(self.device))[0].float().cpu().numpy()

@@ -171,7 +171,7 @@ def mouth_motion_loss(fake: torch.Tensor, real: torch.Tensor, landmarks: torch.T
 # The weights of stage.loss and the term each scales ("adversarial" scales the generator's term).
 TERM_OF_WEIGHT = {"adversarial": "g_adv", "mse": "mse", "perceptual": "perceptual", "lpips": "lpips", "mask": "mask",
                   "temporal": "temporal", "warp": "warp", "mouth": "mouth", "motion": "motion",
-                  "mouth_motion": "mouth_motion"}
+                  "mouth_motion": "mouth_motion", "sync": "sync"}
 
 
 def check_weights(weights: Mapping[str, float]) -> None:
@@ -192,18 +192,22 @@ class StyleALoss(nn.Module):
         align_corners: the generator's warp convention (the warping loss warps the same way).
         perceptual: a :class:`VGGPerceptual`, needed when ``weights["perceptual"] > 0``.
         lpips: an :class:`LPIPSLoss`, needed when ``weights["lpips"] > 0``.
+        sync_expert: a :class:`~stylization.syncnet.expert.SyncExpertLoss` (a frozen SyncNet), needed
+            when ``weights["sync"] > 0``: Wav2Lip's lip-sync expert on each run of 5 frames.
     """
 
     def __init__(self, *, weights: Mapping[str, float], degree: float, align_corners: bool,
-                 perceptual: nn.Module | None = None, lpips: nn.Module | None = None):
+                 perceptual: nn.Module | None = None, lpips: nn.Module | None = None,
+                 sync_expert: nn.Module | None = None):
         super().__init__()
         check_weights(weights)
         self.weights = {k: float(v) for k, v in weights.items()}
-        for name, module in (("perceptual", perceptual), ("lpips", lpips)):
+        for name, module in (("perceptual", perceptual), ("lpips", lpips), ("sync", sync_expert)):
             if self.weights[name] > 0 and module is None:
                 raise ValueError(f"stage.loss.{name} > 0 needs its loss module")
         self.perceptual = perceptual if self.weights["perceptual"] > 0 else None
         self.lpips = lpips if self.weights["lpips"] > 0 else None
+        self.sync_expert = sync_expert if self.weights["sync"] > 0 else None
         self.degree, self.align_corners = float(degree), bool(align_corners)
 
     def forward(self, out: dict, target: torch.Tensor, batch: dict, g_adv: torch.Tensor | None = None
@@ -217,6 +221,10 @@ class StyleALoss(nn.Module):
             batch: the dataset's ``source`` [B, 3, C, C], ``target_real`` [B, K, F, 3, C, C] (the
                 warping loss) and ``target_landmarks`` [B, K, F, 68, 2] (px of O; the mouth loss).
             g_adv: the generator's adversarial term when a discriminator trains.
+
+        With the lip-sync expert, F is the expert's window (5 frames) and the batch also holds
+        ``sync_audio`` [B, K, 2M+1, 1, 13, 20] (MFCC windows at offsets -M..M around each run) and
+        ``sync_target`` [B, K] (the in-sync offset's index).
         """
         w = self.weights
         b, k, f = target.shape[:3]
@@ -242,6 +250,9 @@ class StyleALoss(nn.Module):
             terms["mouth_motion"] = mouth_motion_loss(fake.reshape(b, k * f, *fake.shape[1:]),
                                                       real.reshape(b, k * f, *real.shape[1:]),
                                                       batch["target_landmarks"].flatten(1, 2))
+        if self.sync_expert is not None:
+            terms["sync"] = self.sync_expert(fake.reshape(b * k, f, *fake.shape[1:]), batch["sync_audio"].flatten(0, 1),
+                                             batch["sync_target"].flatten())
         if f > 1 and w["temporal"] > 0:
             terms["temporal"] = temporal_loss(fake.reshape(b * k, f, *fake.shape[1:]), target.flatten(0, 1))
         weight_of = {term: w[name] for name, term in TERM_OF_WEIGHT.items()}

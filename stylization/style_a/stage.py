@@ -19,7 +19,9 @@ from ``stage.checkpoints`` (VToonify-D ``g_ema``, StyleHEAT, pSp, BiSeNet) in
 :func:`renderer_modules`. With ``stage.motion_phase_from=N`` everything but
 ``stage.motion_phase_groups`` stops learning at step N: a from-scratch renderer first learns the
 styles and the head, then the coefficient-driven parts learn the mouth against a fixed renderer.
-Every option is read from ``cfg.stage`` / ``cfg.model`` / ``cfg.data`` only, and checked by
+With ``stage.loss.sync > 0`` a frozen SyncNet (``stage.sync_expert``) scores each run of 5
+rendered frames against its own sound (Wav2Lip's lip-sync expert; :class:`WithSyncAudio` adds the
+sound to the items). Every option is read from ``cfg.stage`` / ``cfg.model`` / ``cfg.data`` only, and checked by
 :func:`validate_config` before anything is built or read.
 """
 
@@ -32,15 +34,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from torch.utils.data import Dataset
+
+from stylization.constants import SAMPLES_PER_FRAME
+from stylization.data.datasets import LRUCache
 from stylization.data.render_inputs import IDENTITY_ALIGNMENTS, RenderInputs
 from stylization.data.render_pairs import SOURCE_FRAMES, TARGET_SAMPLINGS, TARGETS, RenderPairDataset, read_art_index
 from stylization.engine.stage import StepContext, TrainingStage
 from stylization.errors import ConfigError
 from stylization.loading import load_exstyle_codes, load_official, load_style_a, lpips_vgg, vgg19_features
 from stylization.metrics.image import psnr, ssim
+from stylization.metrics.sync import int16_scale, mfcc
+from stylization.runs import load_syncnet
 from stylization.style_a import losses
 from stylization.style_a.renderer import StyleARenderer
 from stylization.style_a.style_a import TRAIN_GROUPS, StyleAGenerator
+from stylization.syncnet.expert import SyncExpertLoss
+from stylization.syncnet.model import AUDIO_WINDOW_STEPS, MFCC_STEPS_PER_FRAME, VIDEO_WINDOW_FRAMES
 
 PARSINGS = ("bisenet", "landmarks")  # model.parsing: BiSeNet's logits, or classes drawn from the landmarks
 STAGE_TRAIN_GROUPS = (*TRAIN_GROUPS, "psp")  # the keys of stage.train
@@ -88,6 +98,12 @@ def validate_config(cfg: DictConfig) -> None:
                           "or use model.parsing=landmarks")
     if s.targets == "teacher" and not s.checkpoints.vtoonify:
         raise ConfigError("stage.targets=teacher needs stage.checkpoints.vtoonify (a VToonify-D vtoonify_s_d.pt)")
+    if float(s.loss.sync) > 0:
+        if not s.sync_expert:
+            raise ConfigError("stage.loss.sync > 0 needs stage.sync_expert (a stage=syncnet run, or syncnet_v2.model)")
+        if int(s.frames_per_item) != VIDEO_WINDOW_FRAMES:
+            raise ConfigError(f"stage.loss.sync > 0 needs stage.frames_per_item={VIDEO_WINDOW_FRAMES} (the expert's "
+                              f"window), got {s.frames_per_item}")
 
 
 def render_inputs(cfg: DictConfig) -> RenderInputs:
@@ -159,6 +175,45 @@ def teacher_targets(teacher: nn.Module, r: StyleARenderer, batch: dict, identity
     return out.float().reshape(b, k, f, *out.shape[1:])
 
 
+class WithSyncAudio(Dataset):
+    """A :class:`RenderPairDataset` whose items also carry each run's sound, for the lip-sync expert:
+    ``sync_audio`` float [K, 2M+1, 1, 13, 20], the MFCC windows (SyncNet's: 100 steps a second, 4 per
+    video frame, 20 per 5-frame window) at offsets -M..M frames from the run's first frame, offset -M
+    first; ``sync_target`` long [K], the in-sync offset's index (M). The clip's sound is padded with
+    M frames of silence at each end, so a run near either end has every offset too. Each worker keeps
+    the MFCC of up to ``cache_clips`` clips (13 x 4T floats each)."""
+
+    def __init__(self, base: RenderPairDataset, max_offset: int, cache_clips: int = 256):
+        self.base, self.max_offset = base, int(max_offset)
+        self._mfcc = LRUCache(int(cache_clips))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def clip_mfcc(self, rec) -> np.ndarray:
+        """The clip's sound, padded with M frames of silence before and M + 1 after -> MFCC float32 [13, steps]."""
+        wav = np.asarray(self.base.corpus.load_audio(rec), np.float32)
+        m = self.max_offset
+        silence = np.zeros((m + 1) * SAMPLES_PER_FRAME, np.float32)
+        return mfcc(int16_scale(np.concatenate([silence[: m * SAMPLES_PER_FRAME], wav, silence]))).T.astype(np.float32)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        rec = self.base.clips[self.base.slots[index][0]]
+        ceps = self._mfcc.get_or_make(rec.id, lambda: self.clip_mfcc(rec))
+        m = self.max_offset
+        windows = []
+        for start in item["target_frames"].tolist():  # audio offset o of the run at `start`: padded frame start + o + m
+            steps = [(start + o + m) * MFCC_STEPS_PER_FRAME for o in range(-m, m + 1)]
+            windows.append(np.stack([ceps[:, t:t + AUDIO_WINDOW_STEPS] for t in steps]))
+        item["sync_audio"] = torch.from_numpy(np.stack(windows))[:, :, None]
+        item["sync_target"] = torch.full((len(windows),), m, dtype=torch.long)
+        return item
+
+
 class AdversarialStep:
     """The discriminator's update (logistic loss, lazy R1 every ``r1_every`` steps) and the generator's
     non-saturating term. The discriminator is conditioned on the degree and the style and judges
@@ -204,9 +259,11 @@ class StyleAStage(TrainingStage):
         self.motion_phase_groups = list(s.motion_phase_groups)
         weights = {k: float(v) for k, v in s.loss.items()}
         perceptual = losses.VGGPerceptual(vgg19_features(s.perceptual_weights)) if weights["perceptual"] > 0 else None
+        expert = SyncExpertLoss(load_syncnet(str(s.sync_expert))) if weights["sync"] > 0 else None
         self.loss = losses.StyleALoss(weights=weights, degree=float(s.degree),
                                       align_corners=bool(cfg.model.generator.align_corners), perceptual=perceptual,
-                                      lpips=losses.LPIPSLoss(lpips_vgg()) if weights["lpips"] > 0 else None)
+                                      lpips=losses.LPIPSLoss(lpips_vgg()) if weights["lpips"] > 0 else None,
+                                      sync_expert=expert)
         self.adversarial = AdversarialStep(size=int(cfg.model.discriminator.size), degree=float(s.degree),
                                            weight=weights["adversarial"], r1_every=int(s.r1_every),
                                            r1_gamma=float(s.r1_gamma))
@@ -256,7 +313,10 @@ class StyleAStage(TrainingStage):
             opt, [stop if g["name"] == "renderer" else keep for g in opt.param_groups])}
 
     def train_dataset(self):
-        return render_dataset(self.cfg, str(self.cfg.data.train_split), False)
+        data = render_dataset(self.cfg, str(self.cfg.data.train_split), False)
+        if self.loss.sync_expert is not None:
+            data = WithSyncAudio(data, int(self.cfg.stage.sync_max_offset))
+        return data
 
     def val_dataset(self):
         split = self.cfg.data.val_split

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from stylization.data.corpus import Corpus
-from stylization.data.datasets import _LRU
+from stylization.data.datasets import LRUCache
 from stylization.data.video import read_video
 from stylization.engine.stage import StepContext, TrainingStage
 from stylization.metrics.sync import int16_scale, mfcc
@@ -45,7 +45,7 @@ class SyncWindowDataset(Dataset):
                  seed: int = 0, speakers=None, cache_clips: int = 256, lower_half: bool = False):
         self.corpus = Corpus(root)
         self.lower_half = bool(lower_half)
-        self._cache = _LRU(int(cache_clips))
+        self._cache = LRUCache(int(cache_clips))
         self.frame_size, self.max_offset = int(frame_size), int(max_offset)
         self.items_per_clip, self.seed, self.epoch = int(items_per_clip), int(seed), 0
         need = VIDEO_WINDOW_FRAMES + 2 * self.max_offset + 1  # frames for one window with every offset
