@@ -11,7 +11,7 @@ defines each metric and names its source):
   against ground truth (an aggregate only; needs ``inception=`` the weights file);
 * ``cpbd``: the generated frames' sharpness (the ``cpbd`` package's algorithm, grayscale);
 * ``m_lmd``, ``f_lmd``: 68 landmarks on both videos (``landmarks=dlib``, or ``face_alignment``:
-  FAN, as the ViCo baseline, with its weights in torch's cache), mouth and all points, pixels of
+  FAN, as the ViCo baseline; the package fetches its weights on first use), mouth and all points, pixels of
   the ``size`` frame, over frames where the ground truth has a face;
 * ``csim``: the identity embedding of each generated frame against the ground truth's first
   frame (the self-driven protocol's identity picture): dlib's face-recognition ResNet
