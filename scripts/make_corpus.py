@@ -1,7 +1,7 @@
 """Build the synthetic MEAD-like corpus: ``python scripts/make_corpus.py out=DIR [key=value ...]``.
 
 Options (configs/corpus.yaml): speakers, clips, seconds, resolution, seed, workers,
-test_speakers, emotions, levels, styles, texts_per_clip, art_references, video_crf,
+test_speakers, emotions, levels, styles, texts_per_clip, phonemes, art_references, video_crf,
 overwrite. Writes DIR/index.jsonl, the clips, art references, DIR/preview.png and
 DIR/preview.mp4, and prints a one-line JSON summary.
 """

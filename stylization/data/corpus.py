@@ -173,6 +173,19 @@ class Corpus:
         """16 kHz mono float32 [N]."""
         return load_audio(self.path(rec, "audio"))
 
+    def load_phonemes(self, rec: ClipRecord) -> np.ndarray:
+        """int64 [T]: one phoneme index per frame (:data:`stylization.data.phonemes.PHONEMES`), from the
+        optional ``phonemes`` file (the synthetic corpus's, aligned to its known sentences)."""
+        from stylization.data.phonemes import PHONEMES
+
+        path = self.path(rec, "phonemes")
+        arr = _load_npy(path)
+        if arr.shape != (rec.n_frames,) or not np.issubdtype(arr.dtype, np.integer) or \
+                (arr.size and not 0 <= int(arr.min()) <= int(arr.max()) < len(PHONEMES)):
+            raise DataError(f"expected [{rec.n_frames}] phoneme indices 0..{len(PHONEMES) - 1}, got {arr.dtype} "
+                            f"{list(arr.shape)}", path)
+        return arr.astype(np.int64, copy=False)
+
     def check_clip(self, rec: ClipRecord) -> str | None:
         """A one-line description of what is wrong with the clip's files, or None when sound.
 

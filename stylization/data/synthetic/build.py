@@ -40,7 +40,7 @@ from stylization.data.synthetic.render import render_face
 from stylization.data.synthetic.sentences import split_bank
 from stylization.data.synthetic.speech import espeak_path, synthesize
 from stylization.data.video import read_video, write_video
-from stylization.errors import ConfigError
+from stylization.errors import ConfigError, DataError
 from stylization.text.emotion_text import describe_aus
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class CorpusSpec:
     levels: tuple[int, ...] = LEVELS
     styles: tuple[str, ...] = ART_STYLES
     texts_per_clip: int = 5
+    phonemes: bool = True  # phonemes.npy per clip: the sentence force-aligned to the sound (pocketsphinx)
     art_references: int = 3
     video_crf: int = 20
     overwrite: bool = False
@@ -109,6 +110,7 @@ def plan_clips(spec: CorpusSpec) -> list[ClipJob]:
 
 
 _FACE_MODEL = None
+_PHONEMES = None  # one pocketsphinx aligner per worker process
 
 
 def _face_model():
@@ -162,6 +164,19 @@ def build_clip(job: ClipJob, spec: CorpusSpec, root: str) -> tuple[ClipRecord, d
         write_video(os.path.join(root, rel, f"style_{style}.mp4"), styled, crf=spec.video_crf)
         extra[f"style_{style}"] = f"{rel}/style_{style}.mp4"
         thumbs[style] = cv2.resize(styled[middle], (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    if spec.phonemes:  # the known sentence aligned to the clip's own sound: StyleTalk's content input
+        global _PHONEMES
+        if _PHONEMES is None:
+            from stylization.data.phonemes import PhonemeRecognizer
+
+            _PHONEMES = PhonemeRecognizer()
+        try:
+            labels = _PHONEMES.align(wav, sentence, n_frames, speaker.voice)
+        except DataError as exc:  # pocketsphinx finds no alignment for ~1 clip in 25: that clip has no phonemes file
+            log.warning("clip %s: no phonemes (%s)", job.clip_id, exc)
+        else:
+            np.save(os.path.join(root, rel, "phonemes.npy"), labels)
+            extra["phonemes"] = f"{rel}/phonemes.npy"
     record = write_clip(root, job.clip_id, speaker.name, job.emotion, job.level, job.split, texts, coeffs, landmarks,
                         wav, frames, extra_files=extra)
     with open(os.path.join(root, rel, "sentence.txt"), "w") as f:
