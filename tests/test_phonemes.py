@@ -96,7 +96,7 @@ def test_the_synthetic_corpus_stores_aligned_phonemes(synthetic_corpus):
 
     corpus = Corpus(synthetic_corpus)
     aligned = [r for r in corpus.records if "phonemes" in r.files]
-    assert len(aligned) >= 0.9 * len(corpus.records)  # measured: 69 of 72 (pocketsphinx finds no path for 3)
+    assert len(aligned) >= 0.85 * len(corpus.records)  # measured: 69 of 72 here, 269 of 288 on a seed-2727 corpus
     rec = aligned[0]
     labels = corpus.load_phonemes(rec)
     assert labels.shape == (rec.n_frames,) and labels.dtype == np.int64

@@ -172,7 +172,7 @@ def build_clip(job: ClipJob, spec: CorpusSpec, root: str) -> tuple[ClipRecord, d
             _PHONEMES = PhonemeRecognizer()
         try:
             labels = _PHONEMES.align(wav, sentence, n_frames, speaker.voice)
-        except DataError as exc:  # pocketsphinx finds no alignment for ~1 clip in 25: that clip has no phonemes file
+        except DataError as exc:  # pocketsphinx finds no alignment for ~1 clip in 15: that clip has no phonemes file
             log.warning("clip %s: no phonemes (%s)", job.clip_id, exc)
         else:
             np.save(os.path.join(root, rel, "phonemes.npy"), labels)
