@@ -30,6 +30,9 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``syncnet`` — joonson/syncnet_python's ``data/syncnet_v2.model`` (a plain state dict, perhaps without
   the BatchNorm ``num_batches_tracked`` counters, which are then added as zeros), into
   :class:`~stylization.syncnet.model.SyncNet` (1024-d embeddings).
+* ``styletalk`` — StyleTalk's ``styletalk_checkpoint.pth`` (``{'model_state_dict': ...}``; the keys under
+  ``content_encoder.``, ``style_encoder.`` and ``decoder.``, any others ignored as the official
+  inference ignores them), into :class:`~stylization.styletalk.model.StyleTalk` (no rename).
 * ``arcface`` — insightface arcface_torch's ``backbone.pth`` (a plain state dict; e.g. the model
   zoo's ``ms1mv3_arcface_r100_fp16``), into :class:`~stylization.metrics.arcface.IResNet` of the
   depth its ``layerK.M.`` keys have (18, 34, 50, 100 or 200); for the benchmark's CSIM.
@@ -81,6 +84,8 @@ SOURCES = {
                     "see checkpoints/README.md",
     "syncnet": "joonson/syncnet_python's release (data/syncnet_v2.model, fetched by download_model.sh); "
                "see checkpoints/README.md",
+    "styletalk": "StyleTalk's release (checkpoints/styletalk_checkpoint.pth, FuxiVirtualHuman/styletalk); "
+                 "see checkpoints/README.md",
     "arcface": "insightface's arcface_torch model zoo (e.g. ms1mv3_arcface_r100_fp16/backbone.pth); "
                "see checkpoints/README.md",
 }
@@ -136,6 +141,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.metrics.arcface import IResNet
 
         return IResNet(100)
+    if kind == "styletalk":
+        from stylization.styletalk.model import StyleTalk
+
+        return StyleTalk()
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 
@@ -171,6 +180,15 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
             raise CheckpointError("no 'net_G_ema' with video_warper.* / calibrator.* keys: not a StyleHEAT checkpoint",
                                   path)
         return styleheat_state(_strip_module_prefix(entry))
+    if kind == "styletalk":
+        entry = obj.get("model_state_dict", obj)
+        parts = ("content_encoder.", "style_encoder.", "decoder.")
+        state = {k: v for k, v in _strip_module_prefix(entry).items() if k.startswith(parts)} \
+            if isinstance(entry, dict) else {}
+        if not state:
+            raise CheckpointError("no 'model_state_dict' with content_encoder.* / style_encoder.* / decoder.* keys: "
+                                  "not a StyleTalk checkpoint", path)
+        return state
     if kind in ("syncnet", "arcface"):
         from stylization.syncnet.model import with_batch_counters
 
