@@ -30,6 +30,8 @@ Kinds so far (``KINDS`` builds each at the official configuration):
 * ``syncnet`` — joonson/syncnet_python's ``data/syncnet_v2.model`` (a plain state dict, perhaps without
   the BatchNorm ``num_batches_tracked`` counters, which are then added as zeros), into
   :class:`~stylization.syncnet.model.SyncNet` (1024-d embeddings).
+* ``pirender`` — StyleTalk's ``renderer_checkpoint.pt`` or PIRender's ``face`` checkpoint (``net_G_ema``),
+  into :class:`~stylization.styletalk.pirender.PIRenderer` (no rename).
 * ``styletalk`` — StyleTalk's ``styletalk_checkpoint.pth`` (``{'model_state_dict': ...}``; the keys under
   ``content_encoder.``, ``style_encoder.`` and ``decoder.``, any others ignored as the official
   inference ignores them), into :class:`~stylization.styletalk.model.StyleTalk` (no rename).
@@ -84,6 +86,8 @@ SOURCES = {
                     "see checkpoints/README.md",
     "syncnet": "joonson/syncnet_python's release (data/syncnet_v2.model, fetched by download_model.sh); "
                "see checkpoints/README.md",
+    "pirender": "StyleTalk's release (checkpoints/renderer_checkpoint.pt) or PIRender's face checkpoint "
+                "(RenYurui/PIRender); see checkpoints/README.md",
     "styletalk": "StyleTalk's release (checkpoints/styletalk_checkpoint.pth, FuxiVirtualHuman/styletalk); "
                  "see checkpoints/README.md",
     "arcface": "insightface's arcface_torch model zoo (e.g. ms1mv3_arcface_r100_fp16/backbone.pth); "
@@ -92,7 +96,7 @@ SOURCES = {
 # The entry of a dict checkpoint that holds each kind's weights.
 ENTRIES = {"stylegan2_generator": "g_ema", "stylegan2_discriminator": "d", "dualstylegan_generator": "g_ema",
            "deep3d_recon": "net_recon", "psp_encoder": "state_dict", "bisenet": "state_dict",
-           "vtoonify_d": "g_ema", "styleheat": "net_G_ema"}
+           "vtoonify_d": "g_ema", "styleheat": "net_G_ema", "pirender": "net_G_ema"}
 
 
 def build_module(kind: str) -> nn.Module:
@@ -145,6 +149,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.styletalk.model import StyleTalk
 
         return StyleTalk()
+    if kind == "pirender":
+        from stylization.styletalk.pirender import PIRenderer
+
+        return PIRenderer()
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 

@@ -187,7 +187,7 @@ def flow_to_grid(flow: torch.Tensor) -> torch.Tensor:
     return grid + flow.permute(0, 2, 3, 1) * scale
 
 
-def warp(x: torch.Tensor, flow: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+def warp(x: torch.Tensor, flow: torch.Tensor, align_corners: bool = False, resize: str = "flow") -> torch.Tensor:
     """Resample x [B, C, H, W] where the flow [B, 2, h, w] (pixels of its own grid) points.
 
     A flow of another size is resized bilinearly to x's and rescaled to x's pixels first, so a zero
@@ -197,9 +197,19 @@ def warp(x: torch.Tensor, flow: torch.Tensor, align_corners: bool = False) -> to
     makes a zero flow the exact identity; use it for models trained here from scratch.
     PIRenderer resizes its sampling grid rather than the flow, which at 256 from 64 is a 64/63
     zoom for a zero flow (near the borders, up to 1.5 px from ours with ``False``, 2 px with
-    ``True``); checkpoints/README.md says why we resize the flow.
+    ``True``); checkpoints/README.md says why we resize the flow. ``resize="grid"`` does what
+    PIRenderer does (its sampling grid resized bilinearly, ``align_corners`` as given): the
+    renderer of StyleTalk's released weights uses it, to reproduce the official frames.
     """
     h, w = flow.shape[-2:]
+    if resize == "grid":
+        grid = flow_to_grid(flow)
+        if (h, w) != tuple(x.shape[-2:]):
+            grid = F.interpolate(grid.permute(0, 3, 1, 2), size=x.shape[-2:], mode="bilinear",
+                                 align_corners=False).permute(0, 2, 3, 1)
+        return F.grid_sample(x, grid, align_corners=align_corners)
+    if resize != "flow":
+        raise ValueError(f"resize must be flow or grid, got {resize!r}")
     if (h, w) != tuple(x.shape[-2:]):
         sy, sx = (x.shape[-2] - 1) / max(h - 1, 1), (x.shape[-1] - 1) / max(w - 1, 1)
         flow = F.interpolate(flow, size=x.shape[-2:], mode="bilinear", align_corners=True)
