@@ -3,7 +3,8 @@
 
 Options: configs/export_mat.yaml. Writes ``coeff`` [T, 257], ``transform_params`` [T, 5],
 ``coeff_3dmm`` [T, 73] and ``full_3dmm`` [T, 257] at ``fps`` (the clip's 25 fps rows resampled),
-atomically, and prints one JSON object: ``out``, ``frames``, ``fps``. Bad input ends with one
+atomically (and, for a clip with ``phonemes.npy``, StyleTalk's ``<out>_seq.json`` beside it), and
+prints one JSON object: ``out``, ``frames``, ``fps`` (and ``phonemes``). Bad input ends with one
 ``error:`` line naming the file and a non-zero exit.
 """
 

@@ -2,7 +2,7 @@
 ``python scripts/import_mat.py mat=FILE.mat audio=FILE out=DIR [fps=30] [video=FILE] [id=NAME] [speaker=NAME]``.
 
 Options: configs/import_mat.yaml (also ``emotion``, ``level``, ``split``, ``texts``, ``face_model``,
-``overwrite``). Creates DIR and its index.jsonl when absent, else adds the clip (the whole clip
+``overwrite``, ``phonemes``: StyleTalk's ``<name>_seq.json`` for the clip). Creates DIR and its index.jsonl when absent, else adds the clip (the whole clip
 or nothing); prints, last, one JSON object: ``id``, ``n_frames``, ``seconds``, ``video`` (file or
 stand_in), ``replaced``. Values are taken as typed (paths and ``texts`` with commas, ``id=001``).
 Bad input ends with one ``error:`` line naming the file and a non-zero exit.
@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VERBATIM_KEYS = ("mat", "audio", "out", "video", "id", "speaker", "texts", "face_model")
+VERBATIM_KEYS = ("mat", "audio", "out", "video", "id", "speaker", "texts", "face_model", "phonemes")
 
 
 def number(cfg: DictConfig, key: str, kind: type):
@@ -38,7 +38,8 @@ def run(cfg: DictConfig) -> None:
         fps=number(cfg, "fps", float), video=text("video"), clip_id=text("id"), speaker=text("speaker"),
         emotion=str(cfg.emotion), level=None if cfg.level is None else number(cfg, "level", int),
         split=str(cfg.split), texts=split_texts(text("texts")), texts_per_clip=number(cfg, "texts_per_clip", int),
-        face_model=str(cfg.face_model), overwrite=bool(cfg.overwrite), seed=number(cfg, "seed", int))
+        face_model=str(cfg.face_model), overwrite=bool(cfg.overwrite), seed=number(cfg, "seed", int),
+        phonemes=text("phonemes"))
     print(json.dumps(import_clip(str(cfg.out), str(cfg.mat), str(cfg.audio), options)))
 
 

@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> None:
                                  coeffs_backend=backend, face_model=str(cfg.face_model),
                                  deep3d_recon=str(cfg.deep3d_recon), bfm_folder=str(cfg.bfm_folder),
                                  deep3d_batch=int(cfg.deep3d_batch),
-                                 device=str(cfg.device))
+                                 device=str(cfg.device), phonemes=bool(cfg.phonemes))
         log.info("%s: %d clips in shard %d/%d", dataset, len(clips), index, count)
         summary = preprocess(clips, out, options, workers=int(cfg.workers), retry_failed=bool(cfg.retry_failed),
                              shard_tag=f"{index}of{count}")

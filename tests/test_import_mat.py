@@ -247,3 +247,28 @@ def test_overwrite_replaces_a_clip(imported, exported, tiny_corpus, tmp_path):
     assert corpus.check_clip(corpus.by_id["001"]) is None
     assert os.listdir(root / ".partial") == ["0of1-3"]
     assert mat_clips.split_texts("a, b | c") == ("a, b", "c")
+
+
+def test_phonemes_go_out_and_come_back_with_the_clip(tiny_corpus, tmp_path):
+    """A clip with phonemes.npy: export_mat writes StyleTalk's <name>_seq.json (one index per .mat row,
+    30 fps); import_mat phonemes= reads it back to the clip's 25 fps frames (the round trip's frames)."""
+    import shutil
+
+    from stylization.preprocess.mat_clips import export_clip
+
+    clip = tmp_path / "src" / SOURCE
+    shutil.copytree(tiny_corpus / "clips" / SOURCE, clip)
+    labels = np.random.default_rng(0).integers(0, 41, N)
+    np.save(clip / "phonemes.npy", labels)
+    info = export_clip(clip, tmp_path / "out" / "clip.mat", 30.0)
+    seq = json.loads((tmp_path / "out" / "clip_seq.json").read_text())
+    assert info["phonemes"] == str(tmp_path / "out" / "clip_seq.json") and len(seq) == info["frames"] == 58
+    root = tmp_path / "corpus"
+    import_clip(root, tmp_path / "out" / "clip.mat", clip / "audio.wav",
+                ImportOptions(fps=30, speaker="spk_a", phonemes=str(tmp_path / "out" / "clip_seq.json")))
+    corpus = Corpus(root)
+    assert (corpus.load_phonemes(corpus.records[0]) == labels[BACK]).all()
+    (tmp_path / "short.json").write_text(json.dumps(seq[:20]))
+    with pytest.raises(DataError, match="must cover them"):
+        import_clip(tmp_path / "c2", tmp_path / "out" / "clip.mat", clip / "audio.wav",
+                    ImportOptions(fps=30, speaker="spk_a", phonemes=str(tmp_path / "short.json")))

@@ -191,7 +191,7 @@ def test_frames_audio_and_landmarks_match_the_source(mead_tree, processed):
     out, _, _ = processed
     from stylization.preprocess.tracking import crop_matrix, transform_points
 
-    errors = []
+    errors, same = [], []
     for rec in read_index(out):
         source, idx30 = truth[rec.id]
         raw_n = len(idx30)
@@ -206,7 +206,12 @@ def test_frames_audio_and_landmarks_match_the_source(mead_tree, processed):
         known = corpus.load_landmarks(source)[idx30[back]] + np.array(OFFSET, np.float32)
         found = Corpus(out).load_landmarks(rec)
         errors.append(np.abs(found - transform_points(known, m)).mean(-1))  # [T, 68] px of the 256 crop
+        if "phonemes" in source.files:  # recognised here, force-aligned to the known sentence in the source
+            same.append(Corpus(out).load_phonemes(rec) == corpus.load_phonemes(source)[idx30[back]])
     errors = np.concatenate(errors)
+    agreement = float(np.concatenate(same).mean())
+    print("phonemes recognised in the processed clips, frames agreeing with the source's alignment:", agreement)
+    assert len(same) >= 12 and agreement > 0.4
     groups = {name: round(float(errors[:, sl].mean()), 2) for name, sl in
               (("jaw", slice(0, 17)), ("brows", slice(17, 27)), ("nose", slice(27, 36)), ("eyes", slice(36, 48)),
                ("mouth", slice(48, 68)), ("all", slice(0, 68)))}

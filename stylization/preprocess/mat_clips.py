@@ -78,6 +78,7 @@ class ImportOptions:
     face_model: str = "stand_in"
     overwrite: bool = False
     seed: int = 0
+    phonemes: str | None = None  # the official phoneme file (StyleTalk's <name>_seq.json: one index per .mat row)
 
     def resolved(self, mat: str) -> "ImportOptions":
         """The options with their defaults filled in and checked (:class:`ConfigError` naming the option)."""
@@ -170,8 +171,17 @@ def _clip_arrays(mat: str, audio: str, o: ImportOptions) -> dict:
     else:
         frames, box = _stand_in_frames(landmarks, o.speaker), (FACE_CROP_SIZE / 2, FACE_CROP_SIZE / 2, FACE_CROP_SIZE)
     texts = list(o.texts) if o.texts is not None else _describe(landmarks, coeffs, o)
-    return {"coeffs": coeffs, "landmarks": landmarks, "audio": fit_to_frames(wav, n), "frames": frames, "box": box,
-            "texts": texts}
+    result = {"coeffs": coeffs, "landmarks": landmarks, "audio": fit_to_frames(wav, n), "frames": frames, "box": box,
+              "texts": texts}
+    if o.phonemes:
+        from stylization.data.phonemes import read_official_json, resample_labels
+
+        labels = read_official_json(o.phonemes)
+        if len(labels) / o.fps < (n - 1) / FPS:
+            raise DataError(f"{len(labels)} phonemes at {o.fps:g} fps last {len(labels) / o.fps:.2f} s, the "
+                            f"coefficients {n / FPS:.2f} s: the file must cover them", o.phonemes)
+        result["phonemes"] = resample_labels(labels, o.fps, FPS, n)
+    return result
 
 
 def _video_frames(path: str, n_frames: int) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -321,7 +331,8 @@ def _note_split(records: list[ClipRecord]) -> None:
 def export_clip(clip_dir: str | os.PathLike, out: str | os.PathLike, fps: float = 30.0) -> dict:
     """``clip_dir/coeffs.npy`` (a clip of a corpus, 25 fps) -> ``out`` (.mat) at ``fps`` with every key
     StyleTalk, DreamTalk, PIRenderer and SadTalker read; ``transform_params`` carry the clip's frame
-    size (its video's width, else 256). Returns a summary."""
+    size (its video's width, else 256). A clip with ``phonemes.npy`` also gets ``<out>_seq.json``,
+    StyleTalk's phoneme file, with one index per row of the .mat. Returns a summary."""
     from stylization.data.coeffs import validate_coeffs
     from stylization.data.video import probe_video
     from stylization.preprocess.mat3dmm import resample_rows, write_3dmm
@@ -348,4 +359,12 @@ def export_clip(clip_dir: str | os.PathLike, out: str | os.PathLike, fps: float 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     write_3dmm(out, coeffs, fps=fps, frame_size=frame_size)
     n_out = len(resample_rows(coeffs, FPS, fps))
-    return {"out": out, "frames": n_out, "fps": fps, "frames_25fps": len(coeffs), "frame_size": frame_size}
+    summary = {"out": out, "frames": n_out, "fps": fps, "frames_25fps": len(coeffs), "frame_size": frame_size}
+    phonemes = os.path.join(clip_dir, "phonemes.npy")
+    if os.path.isfile(phonemes):  # StyleTalk's phoneme file beside the .mat, at the same rate and length
+        from stylization.data.phonemes import resample_labels, write_official_json
+
+        seq = out[: -len(".mat")] + "_seq.json"
+        write_official_json(seq, resample_labels(np.load(phonemes, allow_pickle=False), FPS, fps, n_out))
+        summary["phonemes"] = seq
+    return summary

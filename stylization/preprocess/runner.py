@@ -71,6 +71,7 @@ class ProcessOptions:
     bfm_folder: str | None = None
     deep3d_batch: int = 32  # frames per ReconNet call
     device: str = "cpu"
+    phonemes: bool = True  # phonemes.npy per clip: pocketsphinx's phone recognition (StyleTalk's content input)
 
 
 class ClipProcessor:
@@ -92,11 +93,17 @@ class ClipProcessor:
                                         batch_size=int(options.deep3d_batch))
         elif options.coeffs_backend != "fit":
             raise ConfigError(f"coeffs_backend must be fit or deep3d, got {options.coeffs_backend!r}")
+        self.phonemes = None
+        if options.phonemes:
+            from stylization.data.phonemes import PhonemeRecognizer
+
+            self.phonemes = PhonemeRecognizer()
 
     def __call__(self, clip: RawClip) -> dict:
         """-> the clip's arrays: ``frames`` uint8 [T, S, S, 3], ``landmarks`` float32 [T, 68, 2] (px of
         the crop), ``coeffs`` float32 [T, 260], ``audio`` float32 [T·640] 16 kHz, ``box`` (cx, cy, side)
-        of the crop in source pixels. Raises :class:`SkipClip` with the reason."""
+        of the crop in source pixels, and with ``options.phonemes`` ``phonemes`` int64 [T]. Raises
+        :class:`SkipClip` with the reason."""
         from stylization.data.audio import fit_to_frames
         from stylization.data.video import probe_video
         from stylization.preprocess.decode import decode_audio, iter_frames
@@ -138,8 +145,13 @@ class ClipProcessor:
         frames_arr, lm = np.stack(frames), np.stack(landmarks).astype(np.float32)
         clock = self._lap("crop_landmarks", clock)
         coeffs = self.coefficients(frames_arr, lm)
-        self._lap("coefficients", clock)
-        return {"frames": frames_arr, "landmarks": lm, "coeffs": coeffs, "audio": fit_to_frames(audio, n), "box": box}
+        clock = self._lap("coefficients", clock)
+        audio = fit_to_frames(audio, n)
+        result = {"frames": frames_arr, "landmarks": lm, "coeffs": coeffs, "audio": audio, "box": box}
+        if self.phonemes is not None:  # no transcript in MEAD's or HDTF's trees: recognised, not aligned
+            result["phonemes"] = self.phonemes.recognize(audio, n)
+            self._lap("phonemes", clock)
+        return result
 
     def _lap(self, step: str, since: float) -> float:
         now = time.perf_counter()
@@ -170,6 +182,9 @@ def write_processed(out: str, clip: RawClip, result: dict, partial_tag: str) -> 
     shutil.rmtree(staging, ignore_errors=True)
     record = write_clip(staging, name, clip.speaker, clip.emotion, clip.level, "train", [], result["coeffs"],
                         result["landmarks"], result["audio"], result["frames"])
+    if "phonemes" in result:
+        np.save(os.path.join(staging, "clips", name, "phonemes.npy"), result["phonemes"])
+        record.files["phonemes"] = f"clips/{name}/phonemes.npy"
     record = dataclasses.replace(record, id=clip.id)
     meta = {**record.to_json(), "dataset": clip.dataset, "source": clip.to_json(),
             "crop_box": [round(float(v), 2) for v in result["box"]]}
