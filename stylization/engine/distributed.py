@@ -66,6 +66,15 @@ def cpu_threads() -> int:
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
+def wait_for_all(env: "DistEnv") -> None:
+    """Every rank waits here for the others (after a run that ended normally): a rank that tears gloo
+    down while another still writes its last checkpoint can abort at exit ("terminate called without
+    an active exception", seen once under heavy load in tests/test_distributed.py). Not on an error
+    path: a rank that died would leave the others waiting for the process group's timeout."""
+    if env.world_size > 1 and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

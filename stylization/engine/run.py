@@ -8,7 +8,7 @@ import os
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from stylization.engine.distributed import broadcast_object, init_distributed, shutdown_distributed
+from stylization.engine.distributed import broadcast_object, init_distributed, shutdown_distributed, wait_for_all
 from stylization.engine.stage import TrainingStage
 from stylization.errors import ConfigError
 
@@ -55,6 +55,7 @@ def run_training(cfg: DictConfig) -> int:
         stage = build_stage(cfg)
         trainer = Trainer(cfg, stage, env)
         step = trainer.fit()
+        wait_for_all(env)
         if env.is_main:
             log.info("finished at step %d; checkpoints in %s", step, os.path.join(run_dir, "checkpoints"))
         return step
