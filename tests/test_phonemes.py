@@ -111,3 +111,15 @@ def test_the_synthetic_corpus_stores_aligned_phonemes(synthetic_corpus):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["clips"] == 2 and 0 < result["speech_frame_accuracy"] <= 1 and result["silence_recall"] > 0.5
+
+
+def test_recognition_does_not_depend_on_the_clips_before():
+    pytest.importorskip("pocketsphinx")
+    from stylization.data.synthetic.speech import synthesize
+
+    first = synthesize("The old farmer carried the heavy box across the yard.", "en-us+m3", 40, 160)
+    second = synthesize("Could you pass me the coffee cup, please?", "en-gb+f2", 60, 170)
+    shared = PhonemeRecognizer()
+    shared.recognize(first, len(first) // 640)
+    assert (shared.recognize(second, len(second) // 640) ==
+            PhonemeRecognizer().recognize(second, len(second) // 640)).all()

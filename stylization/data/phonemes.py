@@ -181,12 +181,17 @@ class PhonemeRecognizer:
         return np.clip(np.round(scaled), -32768, 32767).astype(np.int16).tobytes()
 
     def recognize(self, wav: np.ndarray, n_frames: int) -> np.ndarray:
-        """16 kHz mono speech -> int64 [n_frames] phone labels at 25 fps (no transcript)."""
+        """16 kHz mono speech -> int64 [n_frames] phone labels at 25 fps (no transcript).
+
+        One decoder serves every clip (building one costs 0.16 s); its cepstral mean is computed per
+        clip (``cmn="batch"``, the whole utterance is given at once), so a clip's labels do not
+        depend on the clips decoded before it (pocketsphinx's default, a running mean, carries over)."""
         from pocketsphinx import Decoder
 
         if self._phone_decoder is None:
             self._phone_decoder = Decoder(allphone=self._model("en-us", "en-us-phone.lm.bin"), lm=None,
-                                          samprate=16000, beam=1e-20, pbeam=1e-20, lw=2.0, loglevel="FATAL")
+                                          samprate=16000, beam=1e-20, pbeam=1e-20, lw=2.0, cmn="batch",
+                                          loglevel="FATAL")
         d = self._phone_decoder
         d.start_utt()
         d.process_raw(self._pcm(wav), full_utt=True)
