@@ -117,12 +117,13 @@ def tiny_audio2exp_overrides(root, run_dir, **trainer) -> list[str]:
 
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory) -> Path:
-    """A small synthetic corpus: 3 speakers (1 test) x 8 emotions x 3 levels, 64 px, two art styles."""
+    """A small synthetic corpus: 3 speakers (1 test) x 8 emotions x 3 levels, 64 px, two art styles
+    (no phonemes: their alignment would double its build time; tests/test_phonemes.py makes its own)."""
     from stylization.data.synthetic.build import CorpusSpec, build_corpus
 
     root = tmp_path_factory.mktemp("synthetic") / "corpus"
     build_corpus(CorpusSpec(out=str(root), speakers=3, clips=1, seconds=2.0, resolution=64, workers=2,
-                            styles=("cel", "pixel_art"), art_references=2))
+                            styles=("cel", "pixel_art"), art_references=2, phonemes=False))
     return root
 
 

@@ -20,7 +20,8 @@ def folders(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("bench")
     build_corpus(CorpusSpec(out=str(base / "corpus"), speakers=1, clips=1, seconds=0.6, resolution=256, workers=1,
-                            emotions=("happy",), levels=(1,), styles=("cel",), art_references=1, test_speakers=0))
+                            emotions=("happy",), levels=(1,), styles=("cel",), art_references=1, test_speakers=0,
+                            phonemes=False))
     corpus = Corpus(base / "corpus")
     gen, gt = base / "gen", base / "gt"
     gen.mkdir()

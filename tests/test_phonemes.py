@@ -90,13 +90,19 @@ def test_alignment_and_recognition_on_synthetic_speech():
     assert recognized.shape == (n,) and (recognized == aligned).mean() > 0.5
 
 
-def test_the_synthetic_corpus_stores_aligned_phonemes(synthetic_corpus):
+def test_the_synthetic_corpus_stores_aligned_phonemes(tmp_path):
     """phonemes.npy per clip, and scripts/eval_phonemes.py scores the recogniser against them."""
+    pytest.importorskip("pocketsphinx")
     from stylization.data.corpus import Corpus
+    from stylization.data.synthetic.build import CorpusSpec, build_corpus
 
+    synthetic_corpus = tmp_path / "corpus"
+    build_corpus(CorpusSpec(out=str(synthetic_corpus), speakers=2, clips=1, seconds=2.0, resolution=64, workers=2,
+                            emotions=("neutral", "happy", "sad"), levels=(1,), styles=("cel",), art_references=1))
     corpus = Corpus(synthetic_corpus)
     aligned = [r for r in corpus.records if "phonemes" in r.files]
-    assert len(aligned) >= 0.85 * len(corpus.records)  # measured: 69 of 72 here, 269 of 288 on a seed-2727 corpus
+    # every clip here aligns; about 1 in 15 does not in general (269 of 288 on a seed-2727 corpus)
+    assert len(aligned) == len(corpus.records) == 6
     rec = aligned[0]
     labels = corpus.load_phonemes(rec)
     assert labels.shape == (rec.n_frames,) and labels.dtype == np.int64

@@ -52,7 +52,7 @@ def hdtf_tree(tmp_path_factory):
     base = tmp_path_factory.mktemp("hdtf")
     build_corpus(CorpusSpec(out=str(base / "corpus"), speakers=2, clips=1, seconds=SECONDS, resolution=256, workers=1,
                             emotions=("neutral", "happy"), levels=(1,), styles=("cel",), art_references=1,
-                            test_speakers=1))
+                            test_speakers=1, phonemes=False))
     corpus = Corpus(base / "corpus")
     first, second = ([r for r in corpus.records if r.speaker == s] for s in sorted({r.speaker for r in corpus.records}))
     raw = base / "raw"
