@@ -78,7 +78,6 @@ def test_embedder_and_the_benchmarks_identity_option(tmp_path):
     """ArcFaceEmbedder: dlib's landmarks -> five points -> 112² crop -> the backbone (random weights
     here), 512-d; None without a face. benchmark.py identity=arcface needs arcface=PATH, and its
     landmark detector is dlib or face_alignment."""
-    pytest.importorskip("dlib")
     from hydra import compose, initialize_config_dir
     from skimage import data
 

@@ -51,7 +51,6 @@ def test_frame_rates_and_the_official_json(tmp_path):
 def test_espeak_pronunciations_mostly_match_the_cmu_dictionary():
     """g2p for words the dictionary lacks: on words it has, espeak-ng's IPA mapped to ARPAbet equals
     one of the dictionary's pronunciations for most words (the independent reference)."""
-    pytest.importorskip("pocketsphinx")
     import os
 
     import pocketsphinx
@@ -73,7 +72,6 @@ def test_espeak_pronunciations_mostly_match_the_cmu_dictionary():
 def test_alignment_and_recognition_on_synthetic_speech():
     """A sentence between two 0.4 s silences: the alignment labels the silences SIL and the words with
     their dictionary phones in order; the recogniser, without the transcript, agrees on most frames."""
-    pytest.importorskip("pocketsphinx")
     from stylization.data.synthetic.speech import synthesize
 
     text = "Could you pass me the coffee cup, please?"
@@ -92,7 +90,6 @@ def test_alignment_and_recognition_on_synthetic_speech():
 
 def test_the_synthetic_corpus_stores_aligned_phonemes(tmp_path):
     """phonemes.npy per clip, and scripts/eval_phonemes.py scores the recogniser against them."""
-    pytest.importorskip("pocketsphinx")
     from stylization.data.corpus import Corpus
     from stylization.data.synthetic.build import CorpusSpec, build_corpus
 
@@ -120,7 +117,6 @@ def test_the_synthetic_corpus_stores_aligned_phonemes(tmp_path):
 
 
 def test_recognition_does_not_depend_on_the_clips_before():
-    pytest.importorskip("pocketsphinx")
     from stylization.data.synthetic.speech import synthesize
 
     first = synthesize("The old farmer carried the heavy box across the yard.", "en-us+m3", 40, 160)

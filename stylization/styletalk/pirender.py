@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylization.constants import SEMANTIC_DIM
-from stylization.style_a.motion import DescriptorAdaIN, LayerNorm2d, MappingNet, WarpingNet, warp
+from stylization.style_a.motion import LayerNorm2d, MappingNet, WarpingNet, warp
+from stylization.style_a.refinement import AdaINResBlock
 
 
 def _block(in_ch: int, out_ch: int, kernel: int, pool: bool = False) -> nn.Sequential:
@@ -46,15 +47,9 @@ class _Seq(nn.Module):
         return self.model(x)
 
 
-class ResBlock(nn.Module):
-    """x + AdaIN(conv2(x), descriptor) (``conv1``/``norm1`` kept for the layout; see the module note)."""
-
-    def __init__(self, channels: int, descriptor_nc: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.norm1 = DescriptorAdaIN(channels, descriptor_nc)
-        self.norm2 = DescriptorAdaIN(channels, descriptor_nc)
+class ResBlock(AdaINResBlock):
+    """x + AdaIN(conv2(x), descriptor): the layout of Style-A's refinement block (``conv1``, ``norm1``,
+    ``conv2``, ``norm2``), whose first half PIRenderer computes and discards (see the module note)."""
 
     def forward(self, x, descriptor):
         return x + self.norm2(self.conv2(x), descriptor)
