@@ -1,5 +1,8 @@
 """Inference: ``python infer.py image=PHOTO audio=SPEECH text="..." art=ART out=OUT.mp4``.
 
+The emotion comes from a text (Style-E) or from a style clip (``style_clip=VIDEO_OR_COEFFS``:
+StyleTalk); ``emotion_source=text|clip`` says which explicitly, and giving both is an error.
+
 Photo + speech + emotion text + art picture -> a stylised talking-head video with the speech,
 the generated coefficients (``OUT.npy``) and a contact sheet (``OUT_sheet.png``); see
 stylization/pipeline.py for the steps and configs/infer.yaml for the options. ``batch=CSV``
@@ -38,7 +41,8 @@ def infer(cfg: DictConfig) -> None:
     rows = read_batch(str(cfg.batch)) if cfg.batch is not None else None
     pipeline = Pipeline(cfg, resolve_device(str(cfg.device)))
     if rows is not None:
-        defaults = {k: cfg[k] for k in ("art", "art_style", "pose", "emotion_scale", "seed") if cfg[k] is not None}
+        keys = ("art", "art_style", "pose", "style_clip", "emotion_scale", "seed")
+        defaults = {k: cfg[k] for k in keys if cfg[k] is not None}
         if text is not None:
             defaults["text"] = text
         done, failures = run_batch(pipeline, rows, defaults)
@@ -47,7 +51,7 @@ def infer(cfg: DictConfig) -> None:
             raise DataError(f"{len(failures)} of {len(rows)} rows failed ({'; '.join(failures)[:500]})", str(cfg.batch))
         return
     job = Job(audio=str(cfg.audio), out=str(cfg.out), image=cfg.image, text=text, art=cfg.art,
-              art_style=cfg.art_style, pose=cfg.pose, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
+              art_style=cfg.art_style, pose=cfg.pose, style_clip=cfg.style_clip, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
     for path in pipeline.run(job):
         log.info("wrote %s", path)
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in job.timings.items()))

@@ -1,18 +1,20 @@
-"""``make demo``: the whole system on data it makes itself, on the CPU, in about 13 minutes.
+"""``make demo``: the whole system on data it makes itself, on the CPU, in about 14 minutes.
 
 1. a small synthetic corpus (4 speakers, 128 px, three art styles);
-2. small Style-E and Style-A models trained on it with the CPU recipes
-   (``experiment=style_e_cpu``, ``experiment=style_a_cpu``: the same classes and code paths as the
-   paper-size configurations, only narrower), into ``outputs/demo/checkpoints/`` laid out like
-   ``checkpoints/`` (``style_e/``, ``style_a/``);
+2. small Style-E, Style-A and StyleTalk models trained on it with the CPU recipes
+   (``experiment=style_e_cpu``, ``experiment=style_a_cpu``, ``experiment=styletalk_cpu``: the same
+   classes and code paths as the paper-size configurations, only narrower), into
+   ``outputs/demo/checkpoints/`` laid out like ``checkpoints/`` (``style_e/``, ``style_a/``, ``styletalk/``);
 3. ``infer.py`` on a held-out identity (a test speaker's frame), two sentences none of the clips
    speaks (espeak-ng, with pauses), an emotion text and an art reference picture -> ``outputs/demo/demo.mp4``
    and ``outputs/demo/sheet.png``. The exact command is printed so it can be rerun and varied;
-4. the ``sync`` figure: how the output's mouth (dlib's 68 landmarks on the output frames) opens
+   Then the emotion shown instead of told: the same photo, speech and art with a style clip (a
+   test speaker's angry video, through the face and coefficient steps) -> ``outputs/demo/demo_clip.mp4``;
+4. the ``sync`` figure (of ``demo.mp4``): how the output's mouth (dlib's 68 landmarks on the output frames) opens
    with the speech's loudness (:mod:`stylization.metrics.speech_sync`), printed and written to
    ``outputs/demo/sync.json``.
 
-``python scripts/demo.py [--minutes-style-e 3] [--minutes-style-a 7.5] [--out outputs/demo]``
+``python scripts/demo.py [--minutes-style-e 3] [--minutes-style-a 7.5] [--minutes-styletalk 1.5] [--out outputs/demo]``
 """
 
 import argparse
@@ -34,6 +36,7 @@ SENTENCES = ("Every painted face can speak.", "It has a voice of its own today."
 PAUSE_SECONDS = 0.4
 EMOTION = "A person speaks with a broad smile and raised cheeks and looks really happy."
 STYLE = "pop_art"
+STYLE_CLIP_EMOTION = "angry"
 
 
 def run(args: list[str]) -> None:
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--minutes-style-e", type=float, default=3.0)
     parser.add_argument("--minutes-style-a", type=float, default=7.5)
+    parser.add_argument("--minutes-styletalk", type=float, default=1.5)
     args = parser.parse_args()
     out = Path(args.out)
     py = sys.executable
@@ -63,6 +67,8 @@ def main() -> None:
     # (The recipe's EMA warms up, trainer.ema_rampup, so even a short run's EMA weights are current.)
     run([py, "train.py", "experiment=style_a_cpu", f"data.root={corpus}", f"trainer.run_dir={ckpt / 'style_a'}",
          f"trainer.max_minutes={args.minutes_style_a}", *demo_only])
+    run([py, "train.py", "experiment=styletalk_cpu", f"data.root={corpus}", f"trainer.run_dir={ckpt / 'styletalk'}",
+         f"trainer.max_minutes={args.minutes_styletalk}", *demo_only])
 
     # inputs the models never saw: a test speaker's face, a new sentence, a reference picture
     import cv2
@@ -93,8 +99,13 @@ def main() -> None:
     shown = ["python"] + [shlex.quote(a) for a in command[1:]]
     print("\ninference command (rerun or vary it):\n" + " ".join(shown) + "\n", flush=True)
     run(command)
+    clips = Corpus(corpus).clips("test", speakers=[test_clip.speaker])
+    style_clip = Corpus(corpus).path([c for c in clips if c.emotion == STYLE_CLIP_EMOTION][0], "video")
+    by_clip = [a for a in command if not a.startswith(("text=", "out=", "sheet_out="))]
+    run(by_clip + [f"style_clip={style_clip}", f"out={out / 'demo_clip.mp4'}"])
     report_sync(out / "demo.mp4", inputs / "speech.wav", out / "sync.json")
-    print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min: {out / 'demo.mp4'} and {out / 'sheet.png'}")
+    print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min: {out / 'demo.mp4'}, {out / 'sheet.png'} and "
+          f"{out / 'demo_clip.mp4'}")
 
 
 def report_sync(video: Path, speech: Path, report: Path) -> float:

@@ -1,14 +1,19 @@
-"""Evaluate Style-E on a corpus split: ``python scripts/eval_motion.py run=RUN data.root=DIR split=test``.
+"""Evaluate a motion model on a corpus split: ``python scripts/eval_motion.py run=RUN data.root=DIR split=test``.
 
-For every clip of the split, expression coefficients are generated from the clip's audio,
-a source expression (a frame of the same speaker's neutral clip) and one of the clip's
-texts, for the whole clip (long-audio windows). Landmarks of the stand-in / BFM face model
-with the true identity and pose are compared with the truth, in pixels of a 256 frame:
+RUN is a Style-E (``style_e``, ``style_e_cgan``) or a StyleTalk (``styletalk``) run. For every clip
+of the split the model generates the clip's expressions for the whole clip; landmarks of the
+stand-in / BFM face model with the true identity and pose are compared with the truth, in pixels of
+a 256 frame (M-LMD: the 20 mouth points, F-LMD: all 68):
 
 * ``m_lmd``, ``f_lmd`` — the model;
-* ``still_*`` — the source expression held still;
-* ``audio2exp_*`` — Audio2Exp alone, without diffusion or text;
-* ``wrong_text_f_lmd`` — the model given a text of another emotion (must be worse).
+* ``still_*`` — the source expression held still (a frame of the same speaker's neutral clip);
+* Style-E: ``audio2exp_*`` — Audio2Exp alone, without diffusion or text; ``wrong_text_f_lmd`` — the
+  model given a text of another emotion (must be worse);
+* StyleTalk, driven by the clip's phonemes (its ``phonemes`` file; recognised from the sound where
+  it has none, or always with ``phonemes=recognize``) and a style clip: another clip of the same
+  speaker and emotion. ``audio_only_*`` — the same phonemes with the mean style code of the
+  split's style clips (the style of nobody in particular); ``wrong_style_f_lmd`` — a style clip of
+  the same speaker in another emotion (must be worse).
 
 The last line printed is one JSON object with those keys (frame-weighted means).
 """
@@ -23,22 +28,112 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _next_emotion(present: list[str]) -> dict[str, str]:
+    """For every emotion, the next one in MEAD's order that the corpus has (the "wrong" condition)."""
+    return {e: present[(present.index(e) + 1) % len(present)] for e in present}
+
+
+def _source_expression(corpus, rec):
+    """A frame's expression from the speaker's neutral clip (another clip; the clip itself when it has none): [64]."""
+    from stylization.constants import COEFF_SLICES
+
+    neutral = [r for r in corpus.clips(speakers=[rec.speaker]) if r.emotion == "neutral" and r.id != rec.id]
+    src = neutral[0] if neutral else rec
+    return corpus.load_coeffs(src)[src.n_frames // 2, COEFF_SLICES["exp"]]
+
+
+def style_e_predictions(cfg, run, corpus, clips, device):
+    """A function: clip -> {prefix: expressions [T, 64]} for a Style-E run (see the module docstring)."""
+    import torch
+
+    from stylization.data.corpus import MEAD_EMOTIONS
+    from stylization.runs import style_e_from_run
+    from stylization.style_e.generate import mel_windows_tensor
+
+    model = style_e_from_run(run, sampler=cfg.sampler, steps=cfg.steps).to(device)
+    texts_by_emotion = {r.emotion: r.texts[0] for r in corpus.records if r.texts}
+    nxt = _next_emotion([e for e in MEAD_EMOTIONS if e in texts_by_emotion])
+    wrong = {e: texts_by_emotion[w] for e, w in nxt.items()}
+
+    def predict(rec, n):
+        mel = mel_windows_tensor(corpus.load_audio(rec))[:n].to(device)
+        src_exp = torch.from_numpy(_source_expression(corpus, rec)).to(device)
+        text = rec.texts[0] if rec.texts else None
+        preds = {"": model.generate(mel, src_exp, text, float(cfg.guidance), int(cfg.seed)),
+                 "still_": src_exp[None].expand(n, -1), "audio2exp_": model.audio_expression(mel, src_exp)}
+        if model.text_encoder is not None and rec.emotion in wrong:
+            preds["wrong_text_"] = model.generate(mel, src_exp, wrong[rec.emotion], float(cfg.guidance), int(cfg.seed))
+        return preds
+
+    return predict
+
+
+def styletalk_predictions(cfg, run, corpus, clips, device):
+    """A function: clip -> {prefix: expressions [T, 64]} for a StyleTalk run (see the module docstring)."""
+    import torch
+
+    from stylization.constants import COEFF_SLICES
+    from stylization.data.corpus import MEAD_EMOTIONS
+    from stylization.data.phonemes import PhonemeRecognizer
+    from stylization.errors import ConfigError
+    from stylization.runs import styletalk_from_run
+
+    if str(cfg.phonemes) not in ("auto", "recognize"):
+        raise ConfigError(f"phonemes={cfg.phonemes}: use auto (the clip's phonemes file, else recognised) or recognize")
+    model = styletalk_from_run(run).to(device)
+    recognizer = None
+    by_style = {}
+    for r in corpus.clips(str(cfg.split)):
+        by_style.setdefault((r.speaker, r.emotion), []).append(r)
+    codes = {}
+
+    def code(rec):
+        if rec.id not in codes:
+            codes[rec.id] = model.style_code(corpus.load_coeffs(rec)[:, COEFF_SLICES["exp"]])
+        return codes[rec.id]
+
+    def style_clip(rec, emotion):
+        same = by_style.get((rec.speaker, emotion), [])
+        others = [r for r in same if r.id != rec.id]
+        return (others or same or [None])[0]
+
+    mean_code = torch.cat([code(style_clip(r, r.emotion)) for r in clips]).mean(0, keepdim=True)
+    nxt = _next_emotion([e for e in MEAD_EMOTIONS if any(s[1] == e for s in by_style)])
+
+    def labels_of(rec, n):
+        nonlocal recognizer
+        if cfg.phonemes == "auto" and "phonemes" in rec.files:
+            return corpus.load_phonemes(rec)[:n]
+        recognizer = recognizer or PhonemeRecognizer()
+        return recognizer.recognize(corpus.load_audio(rec), n)
+
+    def predict(rec, n):
+        labels = labels_of(rec, n)
+        src_exp = torch.from_numpy(_source_expression(corpus, rec)).to(device)
+        preds = {"": model.generate(labels, code(style_clip(rec, rec.emotion))), "still_": src_exp[None].expand(n, -1),
+                 "audio_only_": model.generate(labels, mean_code)}
+        wrong = style_clip(rec, nxt.get(rec.emotion, rec.emotion))
+        if wrong is not None and wrong.emotion != rec.emotion:
+            preds["wrong_style_"] = model.generate(labels, code(wrong))
+        return preds
+
+    return predict
+
+
 def evaluate(cfg: DictConfig) -> dict:
     import torch
     from tqdm import tqdm
 
-    from stylization.constants import COEFF_SLICES
-    from stylization.data.corpus import MEAD_EMOTIONS, Corpus
+    from stylization.data.corpus import Corpus
     from stylization.data.face_model import build_face_model
     from stylization.engine.distributed import resolve_device
     from stylization.errors import DataError
     from stylization.metrics.landmarks import expression_landmark_errors
-    from stylization.runs import STYLE_E_HINT, load_run, style_e_from_run
-    from stylization.style_e.generate import mel_windows_tensor
+    from stylization.runs import load_run
 
     device = resolve_device(str(cfg.device))
-    run = load_run(str(cfg.run), use_ema=bool(cfg.use_ema), hint=STYLE_E_HINT)
-    model = style_e_from_run(run, sampler=cfg.sampler, steps=cfg.steps).to(device)
+    run = load_run(str(cfg.run), use_ema=bool(cfg.use_ema),
+                   hint="train one with: python train.py stage=style_e|styletalk data.root=DIR")
     face_model = build_face_model(str(cfg.data.face_model))
     corpus = Corpus(str(cfg.data.root))
     clips = corpus.clips(str(cfg.split))
@@ -46,35 +141,23 @@ def evaluate(cfg: DictConfig) -> dict:
         raise DataError(f"split {cfg.split!r} has no clips", corpus.root)
     if cfg.max_clips is not None:
         clips = clips[: int(cfg.max_clips)]
-    # a text of a different emotion for every emotion: the next one in MEAD's order that the corpus has
-    texts_by_emotion = {r.emotion: r.texts[0] for r in corpus.records if r.texts}
-    present = [e for e in MEAD_EMOTIONS if e in texts_by_emotion]
-    wrong = {e: texts_by_emotion[present[(present.index(e) + 1) % len(present)]] for e in present}
+    factory = styletalk_predictions if run.stage == "styletalk" else style_e_predictions
+    predict = factory(cfg, run, corpus, clips, device)
 
     sums: dict[str, float] = {}
     frames = 0
     for rec in tqdm(clips, desc="clips"):
         coeffs = torch.from_numpy(corpus.load_coeffs(rec)).to(device)
-        mel = mel_windows_tensor(corpus.load_audio(rec))[: rec.n_frames].to(device)
-        neutral = [r for r in corpus.clips(speakers=[rec.speaker]) if r.emotion == "neutral" and r.id != rec.id]
-        src = neutral[0] if neutral else rec
-        src_exp = torch.from_numpy(corpus.load_coeffs(src)[src.n_frames // 2, COEFF_SLICES["exp"]]).to(device)
-        n = min(len(mel), rec.n_frames)
-        coeffs, mel = coeffs[:n], mel[:n]
-        text = rec.texts[0] if rec.texts else None
-        preds = {
-            "": model.generate(mel, src_exp, text, float(cfg.guidance), int(cfg.seed)),
-            "still_": src_exp[None].expand(n, -1),
-            "audio2exp_": model.audio_expression(mel, src_exp),
-        }
-        if model.text_encoder is not None and rec.emotion in wrong:
-            preds["wrong_text_"] = model.generate(mel, src_exp, wrong[rec.emotion], float(cfg.guidance), int(cfg.seed))
+        n = rec.n_frames
+        preds = predict(rec, n)
+        n = min(n, *(len(p) for p in preds.values()))
         for prefix, exp in preds.items():
-            for key, value in expression_landmark_errors(face_model, coeffs, exp.float()).items():
+            for key, value in expression_landmark_errors(face_model, coeffs[:n], exp[:n].float()).items():
                 sums[prefix + key] = sums.get(prefix + key, 0.0) + float(value) * n
         frames += n
     result = {k: round(v / frames, 4) for k, v in sorted(sums.items())}
-    result.pop("wrong_text_m_lmd", None)
+    for key in ("wrong_text_m_lmd", "wrong_style_m_lmd"):
+        result.pop(key, None)
     result.update(clips=len(clips), frames=frames)
     return result
 

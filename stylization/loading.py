@@ -90,6 +90,11 @@ SOURCES = {
                 "(RenYurui/PIRender); see checkpoints/README.md",
     "styletalk": "StyleTalk's release (checkpoints/styletalk_checkpoint.pth, FuxiVirtualHuman/styletalk); "
                  "see checkpoints/README.md",
+    "saas_video_driven": "SAAS's release (checkpoints/video_driven/video_driven.pth, tanshuai0219/SAAS); "
+                         "see checkpoints/README.md",
+    "saas_audio_driven": "SAAS's audio-driven file (checkpoints/audio_driven/audio_driven.pth; not in SAAS's release "
+                         "yet, SAAS#1), or a conversion of this project's saas run; see checkpoints/README.md",
+    "saas_pose_codebook": "SAAS's release (checkpoints/audio2pose/pose_codebook.pth); see checkpoints/README.md",
     "arcface": "insightface's arcface_torch model zoo (e.g. ms1mv3_arcface_r100_fp16/backbone.pth); "
                "see checkpoints/README.md",
 }
@@ -153,6 +158,14 @@ def build_module(kind: str) -> nn.Module:
         from stylization.styletalk.pirender import PIRenderer
 
         return PIRenderer()
+    if kind in ("saas_video_driven", "saas_audio_driven"):
+        from stylization.saas.model import SAASGenerator
+
+        return SAASGenerator(kind.split("_")[1])
+    if kind == "saas_pose_codebook":
+        from stylization.saas.codebook import VQCodebook
+
+        return VQCodebook(in_dim=6, n_codes=200, classes=256)
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 
@@ -197,6 +210,20 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
             raise CheckpointError("no 'model_state_dict' with content_encoder.* / style_encoder.* / decoder.* keys: "
                                   "not a StyleTalk checkpoint", path)
         return state
+    if kind in ("saas_video_driven", "saas_audio_driven"):
+        # {part: state dict} (training files add optimisers and discriminators, ignored; a DDP run's parts
+        # carry "module."): the parts become the prefixes of SAASGenerator's keys
+        first = "encoder" if kind == "saas_video_driven" else "audio_encoder"
+        parts = (first, "style_encoder", "ra", "decoder")
+        missing = [p for p in parts if not isinstance(obj.get(p), dict)]
+        if missing:
+            raise CheckpointError(f"no {missing} entries (top-level keys: {sorted(obj)[:8]}): not a {kind} file", path)
+        return {f"{p}.{k}": v for p in parts for k, v in _strip_module_prefix(obj[p]).items()}
+    if kind == "saas_pose_codebook":
+        entry = obj.get("state_dict", obj)
+        if not isinstance(entry, dict) or not any(k.startswith("quantize.") for k in entry):
+            raise CheckpointError("no 'state_dict' with quantize.* keys: not a SAAS pose codebook", path)
+        return _strip_module_prefix(entry)
     if kind in ("syncnet", "arcface"):
         from stylization.syncnet.model import with_batch_counters
 
@@ -357,7 +384,7 @@ def vgg19_features(weights: str | None) -> nn.Module:
     except (OSError, RuntimeError) as exc:
         cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
         raise CheckpointError(f"VGG-19 ImageNet weights unavailable ({type(exc).__name__}); download {url} to that "
-                              "path, or set stage.loss.perceptual=0", cache) from None
+                              "path, or set the stage's perceptual loss weights to 0", cache) from None
 
 
 def lpips_vgg() -> nn.Module:

@@ -10,13 +10,16 @@
    the content crop (:func:`~stylization.data.alignment.face_crop`, the corpus framing).
 3. **source coefficients** — Deep3DFaceRecon on the crop when its files exist (``deep3d``), or a
    fit of the face model to the landmarks (``fit``); both in :mod:`stylization.preprocess`.
-4. **Style-E** (:meth:`Pipeline.motion`) — the expression sequence from the speech, the text and
-   the source expression; then the pose track (:func:`~stylization.preprocess.pose.pose_track`):
+4. **Style-E** or **StyleTalk** (:meth:`Pipeline.motion`) — the expression sequence from the speech,
+   the text and the source expression (Style-E), or from the speech's phonemes and a style clip's
+   expressions (StyleTalk: ``style_clip=`` a video, ``.npy`` or ``.mat``; ``emotion_source``); then the pose track (:func:`~stylization.preprocess.pose.pose_track`):
    the source's pose held still, a gentle procedural motion, or a pose source (video or
    coefficient file, looped back and forth when shorter than the speech).
 5. **Style-A** (:meth:`Pipeline.render`) — the inputs from the one input builder shared with
    training (:class:`~stylization.data.render_inputs.RenderInputs`), identity and art codes once,
    then every 73×27 window rendered in batches.
+   With ``renderer=pirender`` PIRenderer renders instead (photo-real, no art picture): the content
+   crop at its size, driven by the same windows (:meth:`Pipeline.render_pirender`).
 6. **outputs** (:meth:`Pipeline.write`) — H.264 mp4 with the speech, ``.npy`` coefficients and a
    contact sheet, all written only when everything before succeeded (temporary files + rename).
 
@@ -49,6 +52,7 @@ from stylization.preprocess.pose import apply_pose, check_pose_motion, load_coef
 log = logging.getLogger("stylization.infer")
 MAX_TEXT = 300
 COEFF_BACKENDS = ("auto", "deep3d", "fit")
+RENDERERS = ("style_a", "pirender")
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -93,6 +97,13 @@ def check_output(path: str) -> str:
         raise DataError(f"cannot create the output folder ({exc.strerror})", directory) from None
     if not os.access(directory, os.W_OK):
         raise DataError("output folder is not writable", directory)
+    return path
+
+
+def check_style_clip(path: str) -> str:
+    """A style clip must exist: a coefficient ``.npy``, a 3DMM ``.mat`` or a video (DataError otherwise)."""
+    if not os.path.isfile(path):
+        raise DataError("style clip not found", path)
     return path
 
 
@@ -218,6 +229,7 @@ class Job:
     art: str | None = None
     art_style: str | None = None
     pose: str | None = None
+    style_clip: str | None = None
     emotion_scale: float = 1.0
     seed: int = 0
     timings: dict = field(default_factory=dict)
@@ -249,20 +261,67 @@ class Pipeline:
         from stylization.data.face_model import build_face_model
 
         check_pose_motion(str(cfg.pose_motion))
+        if cfg.renderer not in RENDERERS:
+            raise ConfigError(f"renderer must be {' or '.join(RENDERERS)}, got {cfg.renderer!r}")
         if cfg.coeffs_backend not in COEFF_BACKENDS:
             raise ConfigError(f"coeffs_backend must be {', '.join(COEFF_BACKENDS)}, got {cfg.coeffs_backend!r}")
         self.cfg, self.device = cfg, device
         self.face_model = build_face_model(str(cfg.data.face_model))
-        self.motion_model = MotionModel(str(cfg.style_e), device, bool(cfg.use_ema))
+        self.emotion_source(None, None)  # a bad emotion_source fails before any model loads
+        self.motion_model = self.styletalk = self.recognizer = None
         self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
+
+    # -- models loaded when a job first needs them --
+
+    def _text_motion(self) -> MotionModel:
+        if self.motion_model is None:
+            self.motion_model = MotionModel(str(self.cfg.style_e), self.device, bool(self.cfg.use_ema))
+        return self.motion_model
+
+    def _clip_motion(self):
+        """StyleTalk (``cfg.styletalk``) and the phoneme recogniser."""
+        if self.styletalk is None:
+            from stylization.data.phonemes import PhonemeRecognizer
+            from stylization.runs import load_styletalk
+
+            self.styletalk = load_styletalk(str(self.cfg.styletalk)).to(self.device)
+            self.recognizer = PhonemeRecognizer()
+        return self.styletalk, self.recognizer
+
+    def _detector(self):
+        if self.detector is None:
+            from stylization.preprocess.faces import LandmarkDetector
+
+            self.detector = LandmarkDetector(str(self.cfg.detector), str(self.device))
+            self.coeff_backend = self._coefficient_backend()
+        return self.detector
+
+    def emotion_source(self, text: str | None, style_clip: str | None) -> str:
+        """``text`` or ``clip``: where a job's emotion comes from (``cfg.emotion_source``, or what the job gives)."""
+        chosen = self.cfg.emotion_source
+        if chosen not in (None, "text", "clip"):
+            raise ConfigError(f"emotion_source must be text or clip (or null: what the job gives), got {chosen!r}")
+        if text is not None and style_clip is not None:
+            raise ConfigError("give the emotion as text=... or as a style clip style_clip=..., not both "
+                              "(emotion_source=text|clip says which)")
+        if chosen == "clip" and style_clip is None:
+            raise ConfigError("emotion_source=clip needs style_clip=VIDEO_OR_COEFFS (a video, .npy or .mat)")
+        if chosen == "text" and style_clip is not None:
+            raise ConfigError("emotion_source=text, but style_clip= is given; drop one of them")
+        return chosen or ("clip" if style_clip is not None else "text")
 
     # -- models needed only with a photo (loaded on the first such job) --
 
     def _load_renderer(self) -> None:
         if self.renderer is not None:
             return
+        if self.cfg.renderer == "pirender":
+            from stylization.runs import load_pirender
+
+            self.renderer = load_pirender(str(self.cfg.pirender)).to(self.device)
+            self._detector()
+            return
         from stylization.data.render_inputs import RenderInputs
-        from stylization.preprocess.faces import LandmarkDetector
         from stylization.runs import STYLE_A_HINT, load_run, style_a_renderer_from_run
 
         cfg = self.cfg
@@ -275,8 +334,7 @@ class Pipeline:
                                           identity_alignment=r.identity_alignment,
                                           parsing="landmarks" if r.parser is None else "none")
         self.renderer = r
-        self.detector = LandmarkDetector(str(cfg.detector), str(self.device))
-        self.coeff_backend = self._coefficient_backend()
+        self._detector()
 
     def _coefficient_backend(self):
         """(crop [S, S, 3], crop landmarks [68, 2]) -> source coefficients [260]."""
@@ -313,10 +371,10 @@ class Pipeline:
             face = self.find_face(job, inputs.image)
         with self._timed(job, "source coefficients"):
             source = self.coeff_backend(face.crop, face.crop_landmarks)
-        with self._timed(job, "Style-E"):
+        with self._timed(job, self.motion_step(job)):
             coeffs = self.motion(job, inputs.wav, source)
             apply_pose(coeffs, self.pose(job, source, len(coeffs)))
-        with self._timed(job, "Style-A"):
+        with self._timed(job, "Style-A" if self.cfg.renderer == "style_a" else "PIRenderer"):
             frames = self.render(job, inputs, face, coeffs, source)
         with self._timed(job, "outputs"):
             return self.write(job, inputs, face, frames, coeffs)
@@ -324,6 +382,9 @@ class Pipeline:
     def read_inputs(self, job: Job) -> Inputs:
         """Step 1: read and check every input file before any model runs."""
         job.text = check_text(job.text)
+        self.emotion_source(job.text, job.style_clip)
+        if job.style_clip is not None:
+            check_style_clip(job.style_clip)
         check_output(job.out)
         wav = load_audio(job.audio)
         check_speech(wav, job.audio)
@@ -338,8 +399,9 @@ class Pipeline:
         if job.pose is not None and not os.path.isfile(job.pose):
             raise DataError("pose source not found", job.pose)
         image = read_image(job.image, "photo")
-        if job.art is None and job.art_style is None:
-            raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME)")
+        if self.cfg.renderer == "style_a" and job.art is None and job.art_style is None:
+            raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME), "
+                              "or render photo-real with renderer=pirender")
         art = read_image(job.art, "art picture") if job.art is not None else None
         return Inputs(wav, image, art)
 
@@ -353,9 +415,35 @@ class Pipeline:
         crop, crop_landmarks = face_crop(image, face.landmarks, FACE_CROP_SIZE)
         return SourceFace(face.landmarks, crop, crop_landmarks)
 
+    def motion_step(self, job: Job) -> str:
+        return "StyleTalk" if job.style_clip is not None else "Style-E"
+
     def motion(self, job: Job, wav: np.ndarray, source: np.ndarray) -> np.ndarray:
-        """Step 4: speech + text + the source row [260] -> coefficients [T, 260] (the source's pose)."""
-        return coefficients_from_audio(self.motion_model, wav, source, job.text, job.emotion_scale, job.seed)
+        """Step 4: speech + (text or style clip) + the source row [260] -> coefficients [T, 260] (the
+        source's pose): Style-E from the text, or StyleTalk from the phonemes and the style clip."""
+        if job.style_clip is None:
+            return coefficients_from_audio(self._text_motion(), wav, source, job.text, job.emotion_scale, job.seed)
+        styletalk, recognizer = self._clip_motion()
+        n_frames = n_video_frames(wav.size)
+        code = styletalk.style_code(self.style_clip_expressions(job.style_clip))
+        coeffs = np.tile(source, (n_frames, 1))
+        coeffs[:, COEFF_SLICES["exp"]] = styletalk.generate(recognizer.recognize(wav, n_frames), code).cpu().numpy()
+        return coeffs
+
+    def style_clip_expressions(self, path: str) -> np.ndarray:
+        """A style clip -> its expressions [S, 64]: a coefficient ``.npy``, a 3DMM ``.mat`` (StyleTalk's
+        at ``cfg.style_clip_fps``), or a video (every frame through the face and coefficient steps)."""
+        from stylization.preprocess.mat3dmm import read_3dmm
+        from stylization.preprocess.pose import video_coefficients
+
+        if path.endswith(".npy"):
+            coeffs = load_coeff_file(path)
+        elif path.endswith(".mat"):
+            coeffs = read_3dmm(path, float(self.cfg.style_clip_fps))
+        else:
+            detector = self._detector()
+            coeffs = video_coefficients(path, detector, self.coeff_backend, FACE_CROP_SIZE, "style clip")
+        return coeffs[:, COEFF_SLICES["exp"]]
 
     def pose(self, job: Job, source: np.ndarray, n_frames: int) -> np.ndarray:
         """Step 4, pose: the track [T, 9] (angle, trans, crop) from the pose options."""
@@ -369,6 +457,8 @@ class Pipeline:
         """Step 5: coefficients [T, 260] (and the source row [260]) -> frames uint8 [T', S, S, 3] at
         ``cfg.fps`` and ``cfg.size``."""
         cfg, r = self.cfg, self.renderer
+        if cfg.renderer == "pirender":
+            return resample_frames(self.render_pirender(face, coeffs), float(cfg.fps))
         batch = self.render_inputs.identity(face.crop, face.crop_landmarks, aligned_from=(inputs.image, face.landmarks))
         exstyle_z = None
         if job.art_style is not None:
@@ -390,6 +480,25 @@ class Pipeline:
             interp = cv2.INTER_AREA if s < frames.shape[1] else cv2.INTER_CUBIC
             frames = np.stack([cv2.resize(f, (s, s), interpolation=interp) for f in frames])
         return resample_frames(frames, float(cfg.fps))
+
+    @torch.no_grad()
+    def render_pirender(self, face: SourceFace, coeffs: np.ndarray) -> np.ndarray:
+        """PIRenderer (photo-real): the content crop at the renderer's size, driven by every 73×27
+        window -> frames uint8 [T, S, S, 3] (``cfg.size`` when set)."""
+        from tqdm import tqdm
+
+        from stylization.data.render_inputs import resize, to_tensor
+
+        r, bs = self.renderer, int(self.cfg.batch_size)
+        source = to_tensor(resize(face.crop, r.image_size))[None].to(self.device)
+        windows = torch.from_numpy(semantic_windows(coeffs)).to(self.device)
+        frames = [to_uint8(r(source.expand(len(w), -1, -1, -1), w)["fake_image"].cpu())
+                  for w in tqdm(windows.split(bs), desc="PIRenderer", unit="batch")]
+        frames = np.concatenate(frames)
+        if self.cfg.size is not None and int(self.cfg.size) != frames.shape[1]:
+            s = int(self.cfg.size)
+            frames = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_CUBIC) for f in frames])
+        return frames
 
     def _exstyle_code(self, name: str) -> np.ndarray:
         """An ``exstyle_code.npy`` entry: a Z+ code [1, 18, 512] (the file is read once)."""
@@ -415,7 +524,7 @@ class Pipeline:
         """Without a photo: the coefficients from ``source_coeffs`` and a landmark preview video."""
         cfg = self.cfg
         source = load_source_coeffs(cfg.source_coeffs)
-        with self._timed(job, "Style-E"):
+        with self._timed(job, self.motion_step(job)):
             coeffs = self.motion(job, inputs.wav, source)
         with self._timed(job, "outputs"):
             size = int(cfg.size or FACE_CROP_SIZE)
@@ -435,7 +544,7 @@ def read_batch(path: str) -> list[dict]:
         rows = list(csv.DictReader(f))
     if not rows:
         raise DataError("batch file has no rows", path)
-    known = {"image", "audio", "text", "art", "art_style", "pose", "out", "emotion_scale", "seed"}
+    known = {"image", "audio", "text", "art", "art_style", "pose", "style_clip", "out", "emotion_scale", "seed"}
     unknown = set(rows[0]) - known
     if unknown or not {"audio", "out"} <= set(rows[0]):
         raise DataError(f"batch columns must include audio and out, among {sorted(known)} (unknown: {sorted(unknown)})",
@@ -451,6 +560,7 @@ def run_batch(pipeline: Pipeline, rows: list[dict], defaults: dict) -> tuple[int
         try:
             job = Job(audio=spec["audio"], out=spec["out"], image=spec.get("image"), text=spec.get("text"),
                       art=spec.get("art"), art_style=spec.get("art_style"), pose=spec.get("pose"),
+                      style_clip=spec.get("style_clip"),
                       emotion_scale=float(spec.get("emotion_scale", 1.0)), seed=int(spec.get("seed", 0)))
             for path in pipeline.run(job):
                 log.info("row %d: wrote %s", i, path)

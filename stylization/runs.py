@@ -26,6 +26,7 @@ from stylization.errors import CheckpointError, ConfigError
 
 STYLE_E_HINT = "train one with: python train.py stage=style_e data.root=DIR"
 STYLE_A_HINT = "train one with: python train.py stage=style_a data.root=DIR"
+STYLETALK_HINT = "train one with: python train.py stage=styletalk model=styletalk_small data.root=DIR"
 AUDIO2EXP_HINT = "SadTalker's auido2exp_00300-model.pth, or a run of: python train.py stage=audio2exp data.root=DIR"
 
 # ``_target_`` paths that moved since runs were saved: old runs keep loading.
@@ -162,6 +163,77 @@ def style_a_renderer_from_run(run: Run):
     parser = run.module("parser", model.bisenet) if model.parsing == "bisenet" else None
     renderer = StyleARenderer(generator, psp, parser, float(run.config.stage.degree)).eval()
     renderer.identity_alignment = str(model.identity_alignment)
+    return renderer
+
+
+def styletalk_from_run(run: Run):
+    """A ``styletalk`` run -> :class:`~stylization.styletalk.generate.StyleTalkMotion` (EMA generator, eval mode)."""
+    from stylization.styletalk.generate import StyleTalkMotion
+
+    if run.stage != "styletalk":
+        raise CheckpointError(f"is a {run.stage!r} run, not a 'styletalk' one; {STYLETALK_HINT}", run.path)
+    return StyleTalkMotion(run.module("generator", run.config.model.generator))
+
+
+def _run_or_official(path: str, official_name: str, kind: str, hint: str):
+    """(Run, None) for a run directory or training checkpoint, else (None, the released file's path):
+    a file of another format, or a directory holding ``official_name`` and no run."""
+    if os.path.isdir(path):
+        official = os.path.join(path, official_name)
+        if os.path.isfile(official) and not os.path.isdir(os.path.join(path, "checkpoints")):
+            return None, official
+        return load_run(path, hint=hint), None
+    state = load_file(path, f"{hint}, or the released {official_name} ({kind})")
+    if state.get("format") == FORMAT:
+        return _run_from_state(path, state, use_ema=True, hint=hint), None
+    return None, path
+
+
+def load_styletalk(path: str | os.PathLike):
+    """StyleTalk for inference (:class:`~stylization.styletalk.generate.StyleTalkMotion`, eval mode): a
+    ``styletalk`` run (directory or checkpoint; EMA weights), or the released ``styletalk_checkpoint.pth``
+    (a file, or a directory holding it), loaded strictly into the released size."""
+    from stylization.loading import load_official
+    from stylization.styletalk.generate import StyleTalkMotion
+
+    run, official = _run_or_official(os.fspath(path), "styletalk_checkpoint.pth", "styletalk", STYLETALK_HINT)
+    return styletalk_from_run(run) if run is not None else StyleTalkMotion(load_official("styletalk", official))
+
+
+PIRENDER_HINT = "train one with: python train.py stage=pirender model=pirender_small data.root=DIR"
+
+
+def pirender_from_run(run: Run) -> nn.Module:
+    """A ``pirender`` run -> :class:`~stylization.styletalk.pirender.PIRenderer` (eval mode; EMA weights
+    where kept). The run's modules are the renderer's three children (their state dicts, prefixed by
+    the module names, are the released ``net_G_ema`` layout)."""
+    from stylization.styletalk.pirender_stage import PARTS
+
+    for part in PARTS:
+        _require(run, part, PIRENDER_HINT)
+    renderer = instantiate(run.config.model.renderer)
+    state = {f"{part}.{k}": v for part in PARTS for k, v in run.weights[part].items()}
+    try:
+        renderer.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"does not fit the PIRenderer its saved config builds (the code changed since this "
+                              f"run?): {str(exc).splitlines()[0]}", run.path) from None
+    return renderer.eval()
+
+
+def load_pirender(path: str | os.PathLike) -> nn.Module:
+    """PIRenderer for inference (eval mode, ``image_size`` set): a ``pirender`` run (directory or
+    checkpoint; EMA weights), or the released ``renderer_checkpoint.pt`` / PIRender face checkpoint (a
+    file, or a directory holding ``renderer_checkpoint.pt``) at 256²."""
+    from stylization.loading import load_official
+
+    run, official = _run_or_official(os.fspath(path), "renderer_checkpoint.pt", "pirender", PIRENDER_HINT)
+    if run is not None:
+        renderer = pirender_from_run(run)
+        renderer.image_size = int(run.config.model.image_size)
+    else:
+        renderer = load_official("pirender", official).eval()
+        renderer.image_size = 256
     return renderer
 
 

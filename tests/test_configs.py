@@ -25,6 +25,9 @@ MODELS = {
     "style_e_cgan": {"style_e_cgan": "paper", "style_e_small": "small"},
     "style_a": {"style_a": "paper", "style_a_small": "small"},
     "syncnet": {"syncnet": "paper", "syncnet_small": "small"},
+    "styletalk": {"styletalk": "paper", "styletalk_small": "small"},
+    "pirender": {"pirender": "paper", "pirender_small": "small"},
+    "saas_codebook": {"saas_codebook": "paper", "saas_codebook_small": "small"},
 }
 ABLATIONS = {
     "audio2exp": (None,),
@@ -32,10 +35,16 @@ ABLATIONS = {
     "style_e_cgan": (None, "no_text"),
     "style_a": (None, "no_art", "no_refine", "no_skip"),
     "syncnet": (None,),
+    "styletalk": (None, "no_dyffn", "dyffn_k4", "dyffn_k16", "no_style_d", "no_triplet", "no_sync_d"),
+    "pirender": (None,),
+    "saas_codebook": (None,),
 }
 # What each ablation switches (key in the composed config, value).
 ABLATION_KEYS = {"no_text": ("model.denoiser.use_text", False), "no_art": ("model.generator.art_path", False),
-                 "no_refine": ("model.generator.refinement", False), "no_skip": ("model.generator.fuse_levels", 1)}
+                 "no_refine": ("model.generator.refinement", False), "no_skip": ("model.generator.fuse_levels", 1),
+                 "no_dyffn": ("model.generator.kernels", 1), "dyffn_k4": ("model.generator.kernels", 4),
+                 "dyffn_k16": ("model.generator.kernels", 16), "no_style_d": ("stage.loss.style", 0.0),
+                 "no_triplet": ("stage.loss.trip", 0.0), "no_sync_d": ("stage.loss.sync", 0.0)}
 # Keys that configure a stage, not a network: they live in configs/stage/ or a recipe, never in model.
 STAGE_KEYS = ("train", "loss", "motion_phase_from", "source_frame", "motion_phase_groups")
 
@@ -122,6 +131,9 @@ def test_every_combination_composes_and_builds(combo, monkeypatch):
     ("style_a_cpu", "style_a", "style_a_small", {"stage.lr": 1e-3, "trainer.ema_decay": 0.995}),
     ("audio2exp_cpu", "audio2exp", "audio2exp_small", {}),
     ("syncnet_cpu", "syncnet", "syncnet_small", {"model.input_crop": "lower_half", "trainer.max_minutes": 10}),
+    ("styletalk_cpu", "styletalk", "styletalk_small", {"stage.style_frames": 128, "trainer.max_minutes": 10}),
+    ("pirender_cpu", "pirender", "pirender_small", {"model.image_size": 64, "trainer.max_minutes": 10}),
+    ("saas_codebook_cpu", "saas_codebook", "saas_codebook_small", {"model.codebook.dim": 128, "trainer.max_minutes": 10}),
 ])
 def test_recipes_are_what_the_short_commands_select(recipe, stage, model, values):
     """``experiment=<recipe>`` and ``stage=<s> model=<s>_small`` are one configuration, the recipe's."""
@@ -142,3 +154,7 @@ def test_paper_size_defaults_are_the_papers():
     assert cfg.model.denoiser.width == 512 and cfg.model.text_encoder.pretrained == "openai"
     cfg = compose_train(["stage=style_a", ROOT])
     assert (cfg.stage.lr, cfg.trainer.ema_decay) == (1e-4, 0.999) and cfg.model.generator.out_size == 1024
+    cfg = compose_train(["stage=styletalk", ROOT])  # the StyleTalk paper: Eq. 9 weights, margin 5, L = 64, Adam 1e-4
+    assert dict(cfg.stage.loss) == {"rec": 88.0, "trip": 1.0, "sync": 1.0, "style": 1.0, "tem": 1.0}
+    assert (cfg.stage.triplet_margin, cfg.stage.clip_frames, cfg.stage.lr) == (5.0, 64, 1e-4)
+    assert (cfg.model.generator.dim, cfg.model.generator.kernels, cfg.model.generator.max_style_frames) == (256, 8, 256)

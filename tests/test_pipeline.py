@@ -191,3 +191,23 @@ def test_the_benchmark_protocol_generates_every_row(demo_inputs, synthetic_corpu
     assert score.returncode == 0, score.stderr[-2000:]
     result = json.loads((tmp_path / "still.json").read_text())
     assert result["clips"] == 2 and result["config"]["method"] == "still" and 0 < result["aggregate"]["ssim"] < 1
+
+
+def test_photo_real_rendering_with_pirender(demo_inputs, synthetic_corpus, tmp_path):
+    """renderer=pirender: a pirender run renders the photo (no art picture needed) at its own size;
+    the timings name it."""
+    from test_pirender_stage import TINY
+
+    from stylization.engine.run import run_training
+
+    run_dir = demo_inputs["root"] / "pirender"
+    trainer = ["max_steps=2", "num_workers=0", "image_every_steps=0", "checkpoint_every_steps=2", "device=cpu"]
+    run_training(compose_train(["stage=pirender", "model=pirender_small", f"data.root={synthetic_corpus}",
+                                f"trainer.run_dir={run_dir}", "data.val_split=null", "stage.batch_size=1",
+                                "stage.pairs_per_item=1", *TINY] + [f"trainer.{t}" for t in trainer]))
+    out = tmp_path / "real.mp4"
+    res = infer(*tuple_args(demo_inputs, out, art=None, renderer="pirender", pirender=run_dir, sheet="false"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    info = probe_video(out)
+    assert info.n_frames == n_video_frames(int(1.3 * SAMPLE_RATE)) and info.width == 32  # the run's image_size
+    assert "PIRenderer" in res.stdout and "Style-A" not in res.stdout

@@ -17,6 +17,9 @@ def test_layout_and_strict_loading(tmp_path):
     path = tmp_path / "renderer_checkpoint.pt"
     write_official(path, manifest, "net_G_ema")
     assert isinstance(load_official("pirender", path), PIRenderer)
+    from stylization.runs import load_pirender  # inference takes the released file, or its folder, too
+
+    assert load_pirender(path).image_size == 256 and load_pirender(tmp_path).image_size == 256
     done = subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", "pirender", str(path)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("OK"), done.stderr[-500:]

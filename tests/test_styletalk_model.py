@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import REPO, read_manifest, write_official
 
+from stylization.data.phonemes import phoneme_windows
 from stylization.errors import CheckpointError
 from stylization.loading import load_official
-from stylization.styletalk.model import (LOWER_FACE, AttentionPooling, DynamicLinear, StyleTalk, phoneme_windows,
-                                         sinusoid_table)
+from stylization.styletalk.model import (LOWER_FACE, AttentionPooling, DynamicLinear, StyleTalk, sinusoid_table)
 
 
 def test_layout_is_the_released_one():
@@ -30,10 +30,16 @@ def test_the_released_file_loads_strictly_and_runs(tmp_path):
     state["discriminator.w"] = torch.zeros(2)  # another prefix: ignored, as the official loader ignores it
     torch.save({"model_state_dict": state}, path)
     model = load_official("styletalk", path).eval()
-    ph = phoneme_windows(torch.randint(0, 41, (12,)))[None]  # [1, 12, 11]
+    ph = torch.from_numpy(phoneme_windows(np.random.default_rng(0).integers(0, 41, 12)))[None]  # [1, 12, 11]
     with torch.no_grad():
         exp = model(ph, torch.randn(1, 40, 64))
     assert exp.shape == (1, 12, 64) and torch.isfinite(exp).all()
+    from stylization.runs import load_styletalk  # inference takes the released file, or its folder, too
+
+    for given in (path, tmp_path):
+        motion = load_styletalk(given)
+        code = motion.style_code(np.zeros((300, 64), np.float32))  # longer than 256 frames: cropped
+        assert motion.generate(np.zeros(12, np.int64), code).shape == (12, 64)
     done = subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", "styletalk", str(path)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("OK"), done.stderr[-500:]
@@ -49,7 +55,7 @@ def test_the_released_file_loads_strictly_and_runs(tmp_path):
 def test_dynamic_linear_mixes_its_kernels_per_item():
     torch.manual_seed(0)
     layer = DynamicLinear(6, 5, 8, kernels=3, ratio=2)
-    x, cond = torch.randn(4, 2, 6), torch.randn(2, 8)  # [L, B, in], [B, c]
+    x, cond = torch.randn(4, 2 * 3, 6), torch.randn(2, 8)  # [L, B·N, in] (N = 3 frames per item), [B, c]
     out = layer(x, cond)
     d = layer.dynamic_conv
     for b in range(2):
@@ -57,7 +63,8 @@ def test_dynamic_linear_mixes_its_kernels_per_item():
         a = torch.softmax(logits / 30.0, 0)
         weight = sum(a[k] * d.weight[k, :, :, 0, 0] for k in range(3))
         bias = sum(a[k] * d.bias[k] for k in range(3))
-        torch.testing.assert_close(out[:, b], x[:, b] @ weight.T + bias)
+        rows = slice(3 * b, 3 * b + 3)  # item b's frames
+        torch.testing.assert_close(out[:, rows], x[:, rows] @ weight.T + bias)
 
 
 def test_the_style_code_ignores_padding():
@@ -78,7 +85,7 @@ def test_the_style_code_ignores_padding():
 
 def test_windows_positions_and_face_split():
     labels = torch.tensor([3, 4, 5])
-    assert phoneme_windows(labels).tolist()[0] == [31] * 5 + [3, 4, 5] + [31] * 3  # SIL pads, as the official
+    assert phoneme_windows(labels.numpy()).tolist()[0] == [31] * 5 + [3, 4, 5] + [31] * 3  # SIL pads, as the official
     table = sinusoid_table(11, 256)[0]
     assert table[0, 0] == 0 and table[0, 1] == 1 and torch.isclose(table[3, 2], torch.tensor(np.sin(3 / 10000 ** (2 / 256))).float())
     assert len(LOWER_FACE) == 13 and StyleTalk().decoder.upper == tuple(i for i in range(64) if i not in LOWER_FACE)

@@ -39,6 +39,7 @@ INDEX = {name: i for i, name in enumerate(PHONEMES)}
 SIL, NSN = INDEX["SIL"], INDEX["NSN"]
 STEPS_PER_SECOND = 100  # pocketsphinx's frame rate
 OFFICIAL_FPS = 30       # the frame rate of the official StyleTalk phoneme files
+WINDOW = 11             # StyleTalk's content window: a frame's phoneme and 5 either side
 
 # IPA (espeak-ng, en-us) -> ARPAbet, longest symbols first. Flaps become T and a glottal stop T,
 # as the CMU dictionary writes "better" and "button"; an r-coloured vowel before r is one ER
@@ -96,6 +97,14 @@ def resample_labels(labels: np.ndarray, src_fps: float, dst_fps: float, n_frames
     if n_frames is not None:
         out = out[:n_frames] if len(out) >= n_frames else np.concatenate([out, np.full(n_frames - len(out), out[-1])])
     return out
+
+
+def phoneme_windows(labels: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Per-frame phoneme indices [T] -> int64 windows [T, window] centred on each frame, padded with
+    SIL past either end (as the official inference pads)."""
+    half = window // 2
+    padded = np.concatenate([np.full(half, SIL), np.asarray(labels), np.full(half, SIL)]).astype(np.int64)
+    return np.lib.stride_tricks.sliding_window_view(padded, window).copy()
 
 
 def read_official_json(path: str | os.PathLike) -> np.ndarray:

@@ -6,7 +6,9 @@ and a reference picture of that style. (Several runs per item share one decode o
 videos, which dominates the data cost.)
 The art-style ground truth is either the clip's stored stylised video (``files["style_<name>"]``,
 ``targets="corpus"``) or left to a frozen VToonify-D teacher in the stage (``targets="teacher"``:
-the item then carries the real target frames).
+the item then carries the real target frames). ``targets="real"`` is for a photo-real renderer
+(PIRenderer): the real frames are the targets, and items have no art style (no ``art``, ``style``,
+``style_index``; the corpus needs no art index).
 
 Keys (images float32 in [-1, 1], channels first; F = ``frames_per_item``; C, P and the source's
 tensors come from the shared input builder, :class:`~stylization.data.render_inputs.RenderInputs`,
@@ -56,7 +58,7 @@ from stylization.data.video import read_video
 from stylization.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-TARGETS = ("corpus", "teacher")
+TARGETS = ("corpus", "teacher", "real")
 
 
 def read_art_index(root: str) -> dict[str, list[str]]:
@@ -132,7 +134,8 @@ class RenderPairDataset(Dataset):
             raise ConfigError(f"stage.targets must be one of {list(TARGETS)}, got {targets!r}")
         if source_frame not in SOURCE_FRAMES:
             raise ConfigError(f"stage.source_frame must be one of {list(SOURCE_FRAMES)}, got {source_frame!r}")
-        self.art = read_art_index(self.corpus.root)
+        # "real": the real frames are the targets (a photo-real renderer): no art style, no art index.
+        self.art = read_art_index(self.corpus.root) if targets != "real" else {}
         self.styles = list(styles) if styles else sorted(self.art)
         missing = [s for s in self.styles if not self.art.get(s)]
         if missing:
@@ -202,8 +205,9 @@ class RenderPairDataset(Dataset):
             source = 0
             starts = [round((i + 1) * (n - f) / k) for i in range(k)]
             styles = self.clip_styles[ci]
-            style = styles[index % len(styles)]
-            art_path = self.art[style][index // len(styles) % len(self.art[style])]
+            if styles:
+                style = styles[index % len(styles)]
+                art_path = self.art[style][index // len(styles) % len(self.art[style])]
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             source = int(rng.integers(n))
@@ -219,8 +223,9 @@ class RenderPairDataset(Dataset):
             else:
                 starts = [int(v) for v in rng.integers(0, n - f + 1, size=k)]
             styles = self.clip_styles[ci]
-            style = styles[int(rng.integers(len(styles)))]
-            art_path = self.art[style][int(rng.integers(len(self.art[style])))]
+            if styles:
+                style = styles[int(rng.integers(len(styles)))]
+                art_path = self.art[style][int(rng.integers(len(self.art[style])))]
         frames = np.array([[s + i for i in range(f)] for s in starts])  # [K, F]
         video = self._video(ci, "video")
         coeffs = np.asarray(np.load(self.corpus.path(rec, "coeffs"), mmap_mode="r"), np.float32)
@@ -228,14 +233,14 @@ class RenderPairDataset(Dataset):
         o, inputs = self.out_size, self.inputs
         identity = inputs.identity(video[source], np.asarray(landmarks[source]))
         item = {
-            "clip_id": rec.id, "source_frame": source, "target_frames": torch.tensor(starts), "style": style,
-            "style_index": self.styles.index(style),
+            "clip_id": rec.id, "source_frame": source, "target_frames": torch.tensor(starts),
             "source": identity["source"],
-            "art": self._art(art_path).clone(),
             "semantic": torch.from_numpy(semantic_windows(coeffs, frames.ravel())).reshape(k, f, SEMANTIC_DIM, -1),
             "source_semantic": torch.from_numpy(semantic_windows(coeffs, np.array([source])))[0],
             "identity_face": identity["identity_face"],
         }
+        if self.styles:
+            item.update(style=style, style_index=self.styles.index(style), art=self._art(art_path).clone())
         if "source_parsing" in identity:
             item["source_parsing"] = identity["source_parsing"]
         item["source_keypoints"] = identity["source_keypoints"]

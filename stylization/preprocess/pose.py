@@ -46,24 +46,32 @@ def pose_rows(coeffs: np.ndarray) -> np.ndarray:
     return np.concatenate([coeffs[:, COEFF_SLICES["angle"]], coeffs[:, COEFF_SLICES["trans"]]], 1)
 
 
-def pose_from_video(path: str, detector: Callable, face_model: FaceModel, crop_pixels: int) -> np.ndarray:
-    """A video's frames (resampled to 25 fps) -> pose rows [N, 6] of its largest face.
+def video_coefficients(path: str, detector: Callable, fit: Callable, crop_pixels: int, what: str = "video") -> np.ndarray:
+    """A video's frames (resampled to 25 fps) -> coefficients [N, 260] of its largest face.
 
     ``detector(frame, source)`` returns a :class:`~stylization.preprocess.faces.Face`; each frame's
-    landmarks are moved into the content crop (``crop_pixels`` square, the corpus framing) before
-    the fit, so the rows are in the same convention as a photo's source coefficients.
+    landmarks are moved into the content crop (``crop_pixels`` square, the corpus framing) and
+    ``fit(crop, crop_landmarks)`` gives the frame's row, so the rows are in the same convention as a
+    photo's source coefficients.
     """
     from tqdm import tqdm
 
     from stylization.data.alignment import face_crop
     from stylization.data.video import read_video
-    from stylization.preprocess.fitting import fit_coefficients
 
     rows = []
-    for frame in tqdm(read_video(path), desc="pose source", unit="frame"):
-        _, landmarks = face_crop(frame, detector(frame, path).landmarks, crop_pixels)
-        rows.append(fit_coefficients(face_model, landmarks, crop_pixels, steps=FIT_STEPS))
-    return pose_rows(np.stack(rows))
+    for frame in tqdm(read_video(path), desc=what, unit="frame"):
+        crop, landmarks = face_crop(frame, detector(frame, path).landmarks, crop_pixels)
+        rows.append(fit(crop, landmarks))
+    return np.stack(rows).astype(np.float32)
+
+
+def pose_from_video(path: str, detector: Callable, face_model: FaceModel, crop_pixels: int) -> np.ndarray:
+    """A video's frames -> pose rows [N, 6] of its largest face (a quick landmark fit per frame)."""
+    from stylization.preprocess.fitting import fit_coefficients
+
+    fit = lambda crop, landmarks: fit_coefficients(face_model, landmarks, crop_pixels, steps=FIT_STEPS)  # noqa: E731
+    return pose_rows(video_coefficients(path, detector, fit, crop_pixels, "pose source"))
 
 
 def read_pose_source(path: str, detector: Callable, face_model: FaceModel, crop_pixels: int) -> np.ndarray:

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylization.data.phonemes import WINDOW  # phonemes per output frame: the frame and 5 either side
+
 N_PHONEMES = 41
-WINDOW = 11  # phonemes per output frame: the frame and 5 either side
 LOWER_FACE = (0, 1, 2, 3, 4, 5, 7, 9, 10, 11, 12, 13, 14)  # expression indices of the mouth stack
 UPPER_FACE = tuple(i for i in range(64) if i not in LOWER_FACE)
 
@@ -158,8 +159,11 @@ class DynamicKernels(nn.Module):
 
 
 class DynamicLinear(nn.Module):
-    """x [L, B, in], cond [B, c] -> [L, B, out]: per batch item the linear map sum_k a_k (W_k, b_k),
-    a = softmax(attention(cond) / 30)."""
+    """x [L, B·N, in], cond [B, c] -> [L, B·N, out]: rows b·N .. b·N + N - 1 of x (item b's N frames)
+    go through item b's linear map sum_k a_k (W_k, b_k), a = softmax(attention(cond) / 30).
+
+    The mixed map is built once per item, not per frame: the same numbers as mixing per row of an
+    expanded condition (the official code's), at 1/N of the memory."""
 
     def __init__(self, in_dim: int, out_dim: int, cond_dim: int, kernels: int = 8, ratio: int = 4):
         super().__init__()
@@ -168,8 +172,11 @@ class DynamicLinear(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         d = self.dynamic_conv
         a = d.attention(cond)  # [B, K]
-        weight = torch.einsum("bk,koi->boi", a, d.weight.flatten(2))
-        return torch.einsum("lbi,boi->lbo", x, weight) + (a @ d.bias)[None]
+        weight = torch.einsum("bk,koi->boi", a, d.weight.flatten(2))  # [B, out, in]
+        length, rows, width = x.shape
+        b = cond.shape[0]
+        y = torch.einsum("lbni,boi->lbno", x.reshape(length, b, rows // b, width), weight) + (a @ d.bias)[None, :, None]
+        return y.reshape(length, rows, -1)
 
 
 class DynamicDecoderLayer(nn.Module):
@@ -193,7 +200,9 @@ class DynamicDecoderLayer(nn.Module):
 
 
 class DynamicDecoder(nn.Module):
-    """``layers`` + a final ``norm``; queries start as positions + style (the target is zeros)."""
+    """``layers`` + a final ``norm``; queries start as positions + style (the target is zeros).
+
+    ``forward(memory [W, B·N, d], pos [W, 1, d], style [B, d])``: N windows per style code."""
 
     def __init__(self, dim: int, heads: int, ffn: int, layers: int, dropout: float, kernels: int, ratio: int):
         super().__init__()
@@ -202,7 +211,7 @@ class DynamicDecoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, memory: torch.Tensor, pos: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        x = pos + style[None]  # [W, B*N, d]
+        x = pos + style.repeat_interleave(memory.shape[1] // style.shape[0], 0)[None]  # [W, B*N, d]
         for layer in self.layers:
             x = layer(x, memory, style)
         return self.norm(x)
@@ -233,12 +242,11 @@ class DisentangleDecoder(nn.Module):
     def forward(self, content: torch.Tensor, style_code: torch.Tensor) -> torch.Tensor:
         b, n, w, d = content.shape
         memory = content.reshape(b * n, w, d).transpose(0, 1)  # [W, B*N, d]
-        style = style_code[:, None].expand(b, n, d).reshape(b * n, d)
         pos = self.pos_embed(w)
         out = content.new_zeros(b, n, self.exp_dim)
         for decoder, tail, index in ((self.upper_decoder, self.upper_tail_fc, self.upper),
                                      (self.lower_decoder, self.lower_tail_fc, self.lower)):
-            centre = decoder(memory, pos, style)[w // 2].reshape(b, n, d)
+            centre = decoder(memory, pos, style_code)[w // 2].reshape(b, n, d)
             out[:, :, list(index)] = tail(centre)
         return out
 
@@ -254,14 +262,11 @@ class StyleTalk(nn.Module):
         self.style_encoder = StyleEncoder(dim, heads, ffn, layers, dropout, max_style_frames, exp_dim)
         self.decoder = DisentangleDecoder(dim, heads, ffn, layers, dropout, WINDOW, kernels, ratio, LOWER_FACE, exp_dim)
 
-    def forward(self, phonemes: torch.Tensor, style_exp: torch.Tensor,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(self.content_encoder(phonemes), self.style_encoder(style_exp, pad_mask))
+    def forward(self, phonemes: torch.Tensor, style_exp: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                return_codes: bool = False):
+        """``style_exp`` may hold k·B clips (training: the style clip, then triplet clips): all are
+        encoded in one pass, the first B drive the decoder; ``return_codes`` also returns the k·B codes."""
+        codes = self.style_encoder(style_exp, pad_mask)
+        exp = self.decoder(self.content_encoder(phonemes), codes[: phonemes.shape[0]])
+        return (exp, codes) if return_codes else exp
 
-
-def phoneme_windows(labels: torch.Tensor, window: int = WINDOW, pad: int = 31) -> torch.Tensor:
-    """Per-frame phoneme indices [T] -> windows [T, window] centred on each frame, padded with SIL
-    (index 31) past either end, as the official inference pads."""
-    half = window // 2
-    padded = torch.cat([labels.new_full((half,), pad), labels, labels.new_full((half,), pad)])
-    return padded.unfold(0, window, 1)

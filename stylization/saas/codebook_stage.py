@@ -1,0 +1,130 @@
+"""Training stage ``saas_codebook``: SAAS's multi-task VQ-VAE style codebook (its first training step).
+
+Items are :class:`~stylization.data.style_clips.StyleClipDataset` windows of 32 frames of
+expression with a style window of the same (speaker, emotion) from another clip, a positive window
+of that style and a negative window of another style (32 frames each). The codebook
+(:class:`~stylization.saas.codebook.VQCodebook`, 64-d input, ``model.codebook.n_codes`` codes, a
+class head over the training split's styles) is trained on
+
+    recon · (L1(decoder(tokens), window) + VQ loss) + cls · CE(fc(code), style)
+    + trip · max(|a − p| − |a − n| + margin, 0)
+
+with the official weights (recon 10, cls 0.01, trip 0.01; ``stage.loss``) and the paper's margin 5 on
+Euclidean code distances (the official trainer's "triplet" mixes MSEs of three pairs; we use the
+paper's). The anchor is the window's own code, the positive a window of another clip of its style,
+the negative a window of another style.
+
+Codebook use: the perplexity of the batch's codes and of the running usage is logged; every
+``stage.reseed_every`` steps, codes used less than ``stage.reseed_threshold`` / n_codes of the time
+take encoder outputs of the batch (our addition; 0 turns it off, as the official training).
+Validation (held-out speakers): reconstruction L1, perplexity, and the triplet accuracy (how often the
+anchor is nearer its positive than its negative).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from stylization.data.corpus import Corpus
+from stylization.data.style_clips import StyleClipDataset, style_of
+from stylization.engine.stage import StepContext, TrainingStage
+from stylization.errors import ConfigError
+from stylization.styletalk.stage import triplet_loss
+
+LOSSES = ("recon", "cls", "trip")
+
+
+class SAASCodebookStage(TrainingStage):
+    """The multi-task VQ-VAE codebook (see the module docstring)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        s = cfg.stage
+        if set(s.loss) != set(LOSSES):
+            raise ConfigError(f"stage.loss must have exactly the weights {list(LOSSES)}, got {sorted(s.loss)}")
+        if int(s.reseed_every) < 0 or not 0 <= float(s.reseed_threshold) < 1:
+            raise ConfigError("stage.reseed_every must be >= 0 and stage.reseed_threshold in [0, 1)")
+        records = Corpus(str(cfg.data.root)).clips(str(cfg.data.train_split), cfg.data.speakers)
+        self.styles = sorted({style_of(r) for r in records})
+        if len(self.styles) < 2:
+            raise ConfigError("the training split has fewer than two (speaker, emotion) styles; the triplet and the "
+                              "class head need several")
+        self.weights = {k: float(s.loss[k]) for k in LOSSES}
+        # the class head's size comes from the data; recorded in the config the checkpoints save
+        OmegaConf.update(cfg, "model.codebook.classes", len(self.styles), force_add=True)
+
+    @property
+    def window_frames(self) -> int:
+        """32 at the released size: tokens × 2^quant_factor."""
+        c = self.cfg.model.codebook
+        return int(c.tokens) * 2 ** int(c.quant_factor)
+
+    def _dataset(self, split: str) -> StyleClipDataset:
+        d = self.cfg.data
+        styles = self.styles if split == str(d.train_split) else None
+        return StyleClipDataset(d.root, split, self.window_frames, self.window_frames, styles,
+                                float(self.cfg.stage.hard_negative), d.speakers, int(self.cfg.seed), with_phonemes=False)
+
+    def train_dataset(self):
+        return self._dataset(str(self.cfg.data.train_split))
+
+    def val_dataset(self):
+        split = self.cfg.data.val_split
+        return None if split is None else self._dataset(str(split))
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        return {"codebook": instantiate(self.cfg.model.codebook)}
+
+    def build_optimizers(self, modules):
+        s = self.cfg.stage
+        return {"codebook": torch.optim.Adam(modules["codebook"].parameters(), lr=float(s.lr), betas=tuple(s.betas))}
+
+    def terms(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """Unweighted losses and diagnostics of a batch (one pass over the 3 windows of each item)."""
+        b = batch["exp"].shape[0]
+        windows = torch.cat([batch["exp"], batch["positive_exp"], batch["negative_exp"]])
+        out = model(windows)
+        anchor, positive, negative = out["code"].chunk(3)
+        terms = {"recon_l1": F.l1_loss(out["reconstruction"], windows), "vq_loss": out["vq_loss"],
+                 "trip": triplet_loss(anchor, positive, negative, float(self.cfg.stage.triplet_margin)),
+                 "trip_accuracy": ((anchor - positive).norm(dim=-1) < (anchor - negative).norm(dim=-1)).float().mean(),
+                 "perplexity": torch.tensor(model.quantize.perplexity(out["indices"]))}
+        labels = batch["style_label"]
+        known = labels >= 0
+        if known.any():
+            logits = out["logits"][:b][known]
+            terms["cls"] = F.cross_entropy(logits, labels[known])
+            terms["cls_accuracy"] = (logits.argmax(-1) == labels[known]).float().mean()
+        terms["recon"] = terms["recon_l1"] + terms["vq_loss"]
+        terms["_latent"] = out["latent"]
+        return terms
+
+    def training_step(self, batch, ctx: StepContext):
+        terms = self.terms(ctx.modules["codebook"], batch)
+        latent = terms.pop("_latent")
+        loss = sum(self.weights[k] * terms[k] for k in LOSSES if k in terms)
+        grad_norm = ctx.optimize("codebook", loss)
+        s = self.cfg.stage
+        quantize = self._raw(ctx).quantize
+        out = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm,
+               "usage_perplexity": quantize.perplexity()}
+        if int(s.reseed_every) and (ctx.step + 1) % int(s.reseed_every) == 0:
+            out["reseeded"] = float(quantize.reseed_dead(latent, float(s.reseed_threshold), ctx.generator))
+        return out
+
+    @staticmethod
+    def _raw(ctx: StepContext) -> nn.Module:
+        module = ctx.modules["codebook"]
+        return getattr(module, "module", module)
+
+    @torch.no_grad()
+    def validation_step(self, batch, ctx: StepContext):
+        terms = self.terms(ctx.eval_modules["codebook"], batch)
+        terms.pop("_latent")
+        terms.pop("cls", None)
+        terms.pop("cls_accuracy", None)  # held-out speakers: styles the class head never saw
+        return terms

@@ -1,0 +1,136 @@
+"""SAAS's modules in the released layouts: strict loading of files written from the manifests (and
+check_checkpoint.py), the quantiser against hand computations (the official row order,
+straight-through gradients, usage, re-seeding), and the hypernetwork that now trains."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, read_manifest
+
+from stylization.errors import CheckpointError
+from stylization.loading import load_official
+from stylization.saas.adapter import ResidualAdapter
+from stylization.saas.codebook import AttentionPooling, VectorQuantizer, VQCodebook
+from stylization.saas.model import SAASGenerator
+
+
+def released_file(path, manifest: str, wrap_parts: bool):
+    """Random tensors of a manifest, saved as the release saves them: {part: state dict} (the generator
+    files) or {'state_dict', 'optimizer', 'epoch'} (the pose codebook)."""
+    g = torch.Generator().manual_seed(0)
+    state = {name: (torch.randn(shape, generator=g) if shape else torch.tensor(0)) for name, shape in read_manifest(manifest)}
+    for name in state:
+        if name.endswith("running_var"):
+            state[name] = state[name].abs() + 0.5
+    if wrap_parts:
+        parts = {}
+        for name, value in state.items():
+            part, rest = name.split(".", 1)
+            parts.setdefault(part, {})[rest] = value
+        torch.save({**parts, "epoch": 7}, path)
+    else:
+        torch.save({"state_dict": state, "optimizer": {"n_steps": 3}, "epoch": 2}, path)
+
+
+@pytest.mark.parametrize("kind, manifest, module", [
+    ("saas_video_driven", "saas_video_driven.tsv", lambda: SAASGenerator("video")),
+    ("saas_audio_driven", "saas_audio_driven.tsv", lambda: SAASGenerator("audio")),
+    ("saas_pose_codebook", "saas_pose_codebook.tsv", lambda: VQCodebook(in_dim=6, n_codes=200, classes=256)),
+])
+def test_released_layouts_load_strictly(kind, manifest, module, tmp_path):
+    assert [(k, list(v.shape)) for k, v in module().state_dict().items()] == read_manifest(manifest)
+    path = tmp_path / f"{kind}.pth"
+    released_file(path, manifest, wrap_parts=kind != "saas_pose_codebook")
+    model = load_official(kind, path).eval()
+    with torch.no_grad():
+        if kind == "saas_pose_codebook":
+            assert model(torch.randn(2, 32, 6))["reconstruction"].shape == (2, 32, 6)
+        elif kind == "saas_video_driven":
+            window = torch.randn(2, 32, 64)
+            assert model(window, window, exp=torch.randn(2, 40, 64)).shape == (2, 40, 64)
+
+
+def test_check_checkpoint_and_a_wrong_file(tmp_path):
+    path = tmp_path / "video_driven.pth"
+    released_file(path, "saas_video_driven.tsv", wrap_parts=True)
+    done = subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", "saas_video_driven", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("OK"), done.stderr[-500:]
+    with pytest.raises(CheckpointError, match=r"no \['audio_encoder'\] entries"):
+        load_official("saas_audio_driven", path)
+
+
+def test_quantiser_rows_gradients_usage_and_reseeding():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 6).train()
+    z = torch.randn(2, 3, 6, requires_grad=True)  # [B, T, dim]
+    z_q, loss, idx = vq(z)
+    rows = z.detach().transpose(1, 2).reshape(-1, 6)  # the official rows: channels-first, then cut
+    expected = torch.cdist(rows, vq.embedding.weight).argmin(1)
+    assert torch.equal(idx, expected)
+    torch.testing.assert_close(z_q.detach(), vq.embedding.weight[idx].reshape(2, 6, 3).transpose(1, 2))
+    z_q.sum().backward()
+    torch.testing.assert_close(z.grad, torch.ones_like(z))  # straight through
+    diff = (vq.embedding.weight[idx].detach() - rows).pow(2).mean()
+    assert float(loss.detach()) == pytest.approx(float(1.25 * diff), rel=1e-5)
+    assert 1 <= vq.perplexity(idx) <= len(set(idx.tolist())) + 1e-6
+    vq.usage.zero_()
+    vq.usage[0] = 1.0
+    assert vq.reseed_dead(z, threshold=0.5) == 7 and vq.usage[1] == pytest.approx(1 / 8)
+    assert any(torch.allclose(vq.embedding.weight[1], r) for r in rows)
+
+
+def test_attention_pooling_by_hand():
+    pool = AttentionPooling(4)
+    tokens = torch.randn(2, 3, 4)
+    w = torch.softmax(tokens @ pool.Ws[0], 1)
+    torch.testing.assert_close(pool(tokens), (w[..., None] * tokens).sum(1))
+
+
+def test_the_hypernetwork_trains_and_modulates_as_the_official_writes():
+    """Gradients reach the hypernetworks and ra_style's layers 1-4 (the official .data writes give them
+    none); sample 0's style LSTM is an nn.LSTM with weights ra_style·(1 + Δ) in layers 1-4 and
+    ra_style_tmp's own in layers 0 and 5."""
+    torch.manual_seed(0)
+    ra = ResidualAdapter().train()
+    latent, style = torch.randn(2, 7, 64), torch.randn(2, 256)
+    ra(latent, style).square().mean().backward()
+    for hyper in (*ra.linear_layers_ih, *ra.linear_layers_hh, *ra.linear_layers_bias_ih):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in hyper.parameters())
+    assert ra.ra_style.weight_ih_l2.grad.abs().sum() > 0 and ra.ra_style.weight_ih_l0.grad is None
+    ra.eval()
+    with torch.no_grad():
+        params = ra.style_parameters(style)[0]
+        delta = ra.linear_layers_hh[2](style)[0]
+        torch.testing.assert_close(params["weight_hh_l3"], ra.ra_style.weight_hh_l3 * (1 + delta))
+        assert params["weight_ih_l0"] is ra.ra_style_tmp.weight_ih_l0
+        lstm = torch.nn.LSTM(320, 64, 6, batch_first=True)
+        lstm.load_state_dict(params)
+        h = ra.ra_init_hidden_state(style).view(2, 6, 64).transpose(0, 1)[:, :1].contiguous()
+        c = ra.ra_init_cell_state(style).view(2, 6, 64).transpose(0, 1)[:, :1].contiguous()
+        styled = lstm(torch.cat([latent[:1], style[:1, None].expand(-1, 7, -1)], -1), (h, c))[0]
+        h0 = ra.neutral_init_hidden_state[:, None].contiguous()
+        c0 = ra.neutral_init_cell_state[:, None].contiguous()
+        torch.testing.assert_close(ra(latent, style)[:1], ra.neutral_branch(latent[:1], (h0, c0))[0] + styled)
+
+
+def test_the_codebook_stage_trains_and_reseeds(tiny_corpus, tmp_path):
+    """stage=saas_codebook as documented: the class head has one output per training style, the logged
+    terms include the perplexities, dead codes are re-seeded, validation runs on held-out speakers."""
+    from conftest import train_as_documented
+
+    from stylization.runs import load_run
+
+    run_dir = tmp_path / "codebook"
+    small = ["stage=saas_codebook", "model=saas_codebook_small", "stage.batch_size=2", "model.codebook.dim=32",
+             "model.codebook.heads=2", "model.codebook.ffn=48", "model.codebook.layers=1", "model.codebook.n_codes=16",
+             "stage.reseed_every=1", "stage.reseed_threshold=0.9", "trainer.num_workers=0", "trainer.log_every_steps=1",
+             "trainer.val_batches=1", "trainer.val_every_steps=3", "trainer.checkpoint_every_steps=3"]
+    train_as_documented(small, tiny_corpus, run_dir, {"stage.loss.recon": 10.0, "trainer.max_minutes": 10}, steps=3)
+    run = load_run(run_dir)
+    codebook = run.module("codebook", run.config.model.codebook)  # its class count, from the data, is saved
+    assert codebook.fc.out_features == 4  # spk_a and spk_b, neutral and happy
+    log = (run_dir / "train.log").read_text()
+    assert "usage_perplexity=" in log and "reseeded=" in log and "val" in log and "trip_accuracy=" in log
