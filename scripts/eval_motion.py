@@ -1,6 +1,6 @@
 """Evaluate a motion model on a corpus split: ``python scripts/eval_motion.py run=RUN data.root=DIR split=test``.
 
-RUN is a Style-E (``style_e``, ``style_e_cgan``) or a StyleTalk (``styletalk``) run. For every clip
+RUN is a Style-E (``style_e``, ``style_e_cgan``), StyleTalk (``styletalk``) or SAAS (``saas``) run. For every clip
 of the split the model generates the clip's expressions for the whole clip; landmarks of the
 stand-in / BFM face model with the true identity and pose are compared with the truth, in pixels of
 a 256 frame (M-LMD: the 20 mouth points, F-LMD: all 68):
@@ -13,7 +13,9 @@ a 256 frame (M-LMD: the 20 mouth points, F-LMD: all 68):
   it has none, or always with ``phonemes=recognize``) and a style clip: another clip of the same
   speaker and emotion. ``audio_only_*`` — the same phonemes with the mean style code of the
   split's style clips (the style of nobody in particular); ``wrong_style_f_lmd`` — a style clip of
-  the same speaker in another emotion (must be worse).
+  the same speaker in another emotion (must be worse);
+* SAAS, driven by the clip's sound, the source expression and a style clip (another clip of the same
+  speaker and emotion): ``audio_only_*`` and ``wrong_style_f_lmd`` as for StyleTalk.
 
 The last line printed is one JSON object with those keys (frame-weighted means).
 """
@@ -68,12 +70,48 @@ def style_e_predictions(cfg, run, corpus, clips, device):
     return predict
 
 
+class StyleClips:
+    """The style clips of a split for a clip-driven model: ``code(rec)`` (cached), the style clip of a
+    clip (another clip of its speaker and emotion), its wrong-style clip (the speaker in the next emotion
+    of MEAD's order) and the mean code of the split's style clips (the "audio only" condition)."""
+
+    def __init__(self, corpus, split: str, clips, style_code):
+        from stylization.constants import COEFF_SLICES
+        from stylization.data.corpus import MEAD_EMOTIONS
+
+        self.corpus, self.style_code, self.exp = corpus, style_code, COEFF_SLICES["exp"]
+        self.by_style, self.codes = {}, {}
+        for r in corpus.clips(split):
+            self.by_style.setdefault((r.speaker, r.emotion), []).append(r)
+        self.next = _next_emotion([e for e in MEAD_EMOTIONS if any(s[1] == e for s in self.by_style)])
+        import torch
+
+        self.mean_code = torch.cat([self.code(self.clip(r, r.emotion)) for r in clips]).mean(0, keepdim=True)
+
+    def code(self, rec):
+        if rec.id not in self.codes:
+            self.codes[rec.id] = self.style_code(self.corpus.load_coeffs(rec)[:, self.exp])
+        return self.codes[rec.id]
+
+    def clip(self, rec, emotion):
+        same = self.by_style.get((rec.speaker, emotion), [])
+        return ([r for r in same if r.id != rec.id] or same or [None])[0]
+
+    def predictions(self, rec, n: int, generate, device) -> dict:
+        """{"": own style, "still_", "audio_only_", "wrong_style_"} from ``generate(code)`` -> [T, 64]."""
+        import torch
+
+        src_exp = torch.from_numpy(_source_expression(self.corpus, rec)).to(device)
+        preds = {"": generate(self.code(self.clip(rec, rec.emotion))), "audio_only_": generate(self.mean_code)}
+        preds["still_"] = src_exp[None].expand(len(preds[""]), -1)
+        wrong = self.clip(rec, self.next.get(rec.emotion, rec.emotion))
+        if wrong is not None and wrong.emotion != rec.emotion:
+            preds["wrong_style_"] = generate(self.code(wrong))
+        return preds
+
+
 def styletalk_predictions(cfg, run, corpus, clips, device):
     """A function: clip -> {prefix: expressions [T, 64]} for a StyleTalk run (see the module docstring)."""
-    import torch
-
-    from stylization.constants import COEFF_SLICES
-    from stylization.data.corpus import MEAD_EMOTIONS
     from stylization.data.phonemes import PhonemeRecognizer
     from stylization.errors import ConfigError
     from stylization.runs import styletalk_from_run
@@ -81,41 +119,35 @@ def styletalk_predictions(cfg, run, corpus, clips, device):
     if str(cfg.phonemes) not in ("auto", "recognize"):
         raise ConfigError(f"phonemes={cfg.phonemes}: use auto (the clip's phonemes file, else recognised) or recognize")
     model = styletalk_from_run(run).to(device)
+    styles = StyleClips(corpus, str(cfg.split), clips, model.style_code)
     recognizer = None
-    by_style = {}
-    for r in corpus.clips(str(cfg.split)):
-        by_style.setdefault((r.speaker, r.emotion), []).append(r)
-    codes = {}
-
-    def code(rec):
-        if rec.id not in codes:
-            codes[rec.id] = model.style_code(corpus.load_coeffs(rec)[:, COEFF_SLICES["exp"]])
-        return codes[rec.id]
-
-    def style_clip(rec, emotion):
-        same = by_style.get((rec.speaker, emotion), [])
-        others = [r for r in same if r.id != rec.id]
-        return (others or same or [None])[0]
-
-    mean_code = torch.cat([code(style_clip(r, r.emotion)) for r in clips]).mean(0, keepdim=True)
-    nxt = _next_emotion([e for e in MEAD_EMOTIONS if any(s[1] == e for s in by_style)])
-
-    def labels_of(rec, n):
-        nonlocal recognizer
-        if cfg.phonemes == "auto" and "phonemes" in rec.files:
-            return corpus.load_phonemes(rec)[:n]
-        recognizer = recognizer or PhonemeRecognizer()
-        return recognizer.recognize(corpus.load_audio(rec), n)
 
     def predict(rec, n):
-        labels = labels_of(rec, n)
+        nonlocal recognizer
+        if cfg.phonemes == "auto" and "phonemes" in rec.files:
+            labels = corpus.load_phonemes(rec)[:n]
+        else:
+            recognizer = recognizer or PhonemeRecognizer()
+            labels = recognizer.recognize(corpus.load_audio(rec), n)
+        return styles.predictions(rec, n, lambda code: model.generate(labels, code), device)
+
+    return predict
+
+
+def saas_predictions(cfg, run, corpus, clips, device):
+    """A function: clip -> {prefix: expressions [T, 64]} for a SAAS run (see the module docstring)."""
+    import torch
+
+    from stylization.runs import saas_from_run
+    from stylization.style_e.generate import mel_windows_tensor
+
+    model = saas_from_run(run).to(device)
+    styles = StyleClips(corpus, str(cfg.split), clips, model.style_code)
+
+    def predict(rec, n):
+        mel = mel_windows_tensor(corpus.load_audio(rec))[:n].to(device)
         src_exp = torch.from_numpy(_source_expression(corpus, rec)).to(device)
-        preds = {"": model.generate(labels, code(style_clip(rec, rec.emotion))), "still_": src_exp[None].expand(n, -1),
-                 "audio_only_": model.generate(labels, mean_code)}
-        wrong = style_clip(rec, nxt.get(rec.emotion, rec.emotion))
-        if wrong is not None and wrong.emotion != rec.emotion:
-            preds["wrong_style_"] = model.generate(labels, code(wrong))
-        return preds
+        return styles.predictions(rec, n, lambda code: model.generate(mel, src_exp, code), device)
 
     return predict
 
@@ -133,7 +165,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     device = resolve_device(str(cfg.device))
     run = load_run(str(cfg.run), use_ema=bool(cfg.use_ema),
-                   hint="train one with: python train.py stage=style_e|styletalk data.root=DIR")
+                   hint="train one with: python train.py stage=style_e|styletalk|saas data.root=DIR")
     face_model = build_face_model(str(cfg.data.face_model))
     corpus = Corpus(str(cfg.data.root))
     clips = corpus.clips(str(cfg.split))
@@ -141,7 +173,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise DataError(f"split {cfg.split!r} has no clips", corpus.root)
     if cfg.max_clips is not None:
         clips = clips[: int(cfg.max_clips)]
-    factory = styletalk_predictions if run.stage == "styletalk" else style_e_predictions
+    factory = {"styletalk": styletalk_predictions, "saas": saas_predictions}.get(run.stage, style_e_predictions)
     predict = factory(cfg, run, corpus, clips, device)
 
     sums: dict[str, float] = {}

@@ -200,6 +200,18 @@ def load_styletalk(path: str | os.PathLike):
     return styletalk_from_run(run) if run is not None else StyleTalkMotion(load_official("styletalk", official))
 
 
+SAAS_HINT = "train one with: python train.py stage=saas model=saas_small stage.codebook=CODEBOOK_RUN data.root=DIR"
+
+
+def saas_from_run(run: Run):
+    """A ``saas`` run -> :class:`~stylization.saas.generate.SAASMotion` (EMA generator, eval mode)."""
+    from stylization.saas.generate import SAASMotion
+
+    if run.stage != "saas":
+        raise CheckpointError(f"is a {run.stage!r} run, not a 'saas' one; {SAAS_HINT}", run.path)
+    return SAASMotion(run.module("generator", run.config.model.generator))
+
+
 PIRENDER_HINT = "train one with: python train.py stage=pirender model=pirender_small data.root=DIR"
 
 

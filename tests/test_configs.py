@@ -28,6 +28,7 @@ MODELS = {
     "styletalk": {"styletalk": "paper", "styletalk_small": "small"},
     "pirender": {"pirender": "paper", "pirender_small": "small"},
     "saas_codebook": {"saas_codebook": "paper", "saas_codebook_small": "small"},
+    "saas": {"saas": "paper", "saas_small": "small"},
 }
 ABLATIONS = {
     "audio2exp": (None,),
@@ -38,6 +39,7 @@ ABLATIONS = {
     "styletalk": (None, "no_dyffn", "dyffn_k4", "dyffn_k16", "no_style_d", "no_triplet", "no_sync_d"),
     "pirender": (None,),
     "saas_codebook": (None,),
+    "saas": (None,),
 }
 # What each ablation switches (key in the composed config, value).
 ABLATION_KEYS = {"no_text": ("model.denoiser.use_text", False), "no_art": ("model.generator.art_path", False),
@@ -134,6 +136,7 @@ def test_every_combination_composes_and_builds(combo, monkeypatch):
     ("styletalk_cpu", "styletalk", "styletalk_small", {"stage.style_frames": 128, "trainer.max_minutes": 10}),
     ("pirender_cpu", "pirender", "pirender_small", {"model.image_size": 64, "trainer.max_minutes": 10}),
     ("saas_codebook_cpu", "saas_codebook", "saas_codebook_small", {"model.codebook.dim": 128, "trainer.max_minutes": 10}),
+    ("saas_cpu", "saas", "saas_small", {"model.generator.style_dim": 128, "trainer.max_minutes": 10}),
 ])
 def test_recipes_are_what_the_short_commands_select(recipe, stage, model, values):
     """``experiment=<recipe>`` and ``stage=<s> model=<s>_small`` are one configuration, the recipe's."""

@@ -2,6 +2,7 @@
 check_checkpoint.py), the quantiser against hand computations (the official row order,
 straight-through gradients, usage, re-seeding), and the hypernetwork that now trains."""
 
+import json
 import subprocess
 import sys
 
@@ -134,3 +135,43 @@ def test_the_codebook_stage_trains_and_reseeds(tiny_corpus, tmp_path):
     assert codebook.fc.out_features == 4  # spk_a and spk_b, neutral and happy
     log = (run_dir / "train.log").read_text()
     assert "usage_perplexity=" in log and "reseeded=" in log and "val" in log and "trip_accuracy=" in log
+
+
+def test_the_generator_stage_trains_every_part_but_the_frozen_codebook(tiny_corpus, tmp_path):
+    """stage=saas on a tiny codebook run: two steps move the hypernetworks and the audio encoder, leave
+    the style encoder (the codebook's) as it was, and log every loss term; the run rebuilds from its
+    own config."""
+    from conftest import compose_train
+
+    from stylization.engine.run import run_training
+    from stylization.runs import load_run
+
+    tiny = ["model.codebook.dim=32", "model.codebook.heads=2", "model.codebook.ffn=48", "model.codebook.layers=1",
+            "model.codebook.n_codes=16"]
+    trainer = ["trainer.num_workers=0", "trainer.log_every_steps=1", "trainer.val_batches=1", "trainer.device=cpu",
+               "trainer.image_every_steps=0"]
+    codebook_dir, run_dir = tmp_path / "codebook", tmp_path / "saas"
+    run_training(compose_train(["stage=saas_codebook", "model=saas_codebook_small", f"data.root={tiny_corpus}",
+                                f"trainer.run_dir={codebook_dir}", "stage.batch_size=2", "trainer.max_steps=1",
+                                *tiny, *trainer]))
+    cfg = compose_train(["stage=saas", "model=saas_small", f"data.root={tiny_corpus}", f"trainer.run_dir={run_dir}",
+                         f"stage.codebook={codebook_dir}", "stage.batch_size=2", "trainer.max_steps=2",
+                         "trainer.val_every_steps=2", "trainer.checkpoint_every_steps=2", "model.generator.style_dim=32",
+                         "model.generator.latent_dim=8",
+                         *trainer])
+    run_training(cfg)
+    run = load_run(run_dir, use_ema=False)
+    generator = run.module("generator", run.config.model.generator)
+    codebook = load_run(codebook_dir).weights["codebook"]  # the codebook run's EMA weights, as the stage reads them
+    assert torch.equal(generator.style_encoder.quantize.embedding.weight, codebook["quantize.embedding.weight"])
+    first = SAASGenerator(**{k: v for k, v in run.config.model.generator.items() if k != "_target_"})
+    assert not torch.equal(generator.ra.linear_layers_ih[0].inc.double_conv[0].weight,
+                           first.ra.linear_layers_ih[0].inc.double_conv[0].weight)  # trained (seeded init differs too)
+    log = (run_dir / "train.log").read_text()
+    for term in ("recon_dtw=", "mouth=", "cls=", "dis=", "trip=", "tem=", "d_style=", "r1=", "m_lmd="):
+        assert term in log, term
+    res = subprocess.run([sys.executable, "scripts/eval_motion.py", f"run={run_dir}", f"data.root={tiny_corpus}",
+                          "split=test", "device=cpu"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["clips"] == 2 and all(k in out for k in ("m_lmd", "still_f_lmd", "audio_only_m_lmd", "wrong_style_f_lmd"))

@@ -149,3 +149,57 @@ class StyleClipDataset(Dataset):
         for name, c in (("style", style_ci), ("positive", positive_ci), ("negative", negative_ci)):
             item[f"{name}_exp"], item[f"{name}_mask"] = self._style(c, rng)
         return item
+
+
+class StyleTransferDataset(Dataset):
+    """SAAS's items: a source window with its sound, and windows of a target style around it.
+
+    Each item is a :class:`~stylization.data.datasets.ClipWindowDataset` item (the source window A:
+    ``exp``, ``coeffs``, ``mel``, ``blink``, ``source_exp``, ...) plus ``source_label`` (A's style
+    index, -1 when not in ``styles``) and three windows of ``window_frames`` frames cut from whole
+    clips: ``style_exp`` (another style B: the style to transfer to; with probability
+    ``hard_negative`` the same speaker in another emotion), ``positive_exp`` (another clip of B's
+    style, when there is one), ``negative_exp`` (a style other than B's), with ``style_label`` (B's
+    index). Deterministic in (seed, epoch, index) like the base.
+    """
+
+    def __init__(self, base, styles: list[tuple[str, str]] | None = None, hard_negative: float = 0.5):
+        self.base, self.hard_negative = base, float(hard_negative)
+        self.by_style: dict[tuple[str, str], list[int]] = {}
+        for ci, rec in enumerate(base.clips):
+            self.by_style.setdefault(style_of(rec), []).append(ci)
+        if len(self.by_style) < 2:
+            raise DataError("the split has one (speaker, emotion) style only; style transfer needs two",
+                            base.corpus.root)
+        self.styles = sorted(self.by_style) if styles is None else [tuple(s) for s in styles]
+        self.label = {s: i for i, s in enumerate(self.styles)}
+        self._cache = LRUCache(4096)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _window(self, ci: int, rng: np.random.Generator) -> torch.Tensor:
+        rec = self.base.clips[ci]
+        exp = self._cache.get_or_make(ci, lambda: self.base.corpus.load_coeffs(rec)[:, COEFF_SLICES["exp"]])
+        return torch.from_numpy(crop_style(exp, self.base.window_frames, rng)[0])
+
+    def _pick(self, pool: list, rng: np.random.Generator):
+        return pool[int(rng.integers(len(pool)))]
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        rng = np.random.default_rng([self.base.seed, self.base.epoch, index, 1])  # apart from the base's draws
+        source = (item["speaker"], item["emotion"])
+        others = [s for s in self.by_style if s != source]
+        kin = [s for s in others if s[0] == source[0]]
+        target = self._pick(kin if kin and rng.random() < self.hard_negative else others, rng)
+        style_ci = self._pick(self.by_style[target], rng)
+        positive_ci = self._pick([c for c in self.by_style[target] if c != style_ci] or [style_ci], rng)
+        negative_ci = self._pick(self.by_style[self._pick([s for s in self.by_style if s != target], rng)], rng)
+        item.update(source_label=self.label.get(source, -1), style_label=self.label.get(target, -1),
+                    style_exp=self._window(style_ci, rng), positive_exp=self._window(positive_ci, rng),
+                    negative_exp=self._window(negative_ci, rng))
+        return item

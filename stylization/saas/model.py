@@ -45,6 +45,14 @@ class SAASGenerator(nn.Module):
         self.ra = ResidualAdapter(latent_dim, style_dim, neutral_layers, style_layers)
         self.decoder = StyleDecoder(latent_dim, style_dim, decoder_layers)
 
+    def train(self, mode: bool = True):
+        """A frozen style encoder (no parameter requires a gradient) stays in eval mode: its BatchNorm
+        statistics are the pretrained codebook's."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.style_encoder.parameters()):
+            self.style_encoder.eval()
+        return self
+
     @property
     def style_frames(self) -> int:
         return self.style_encoder.frames
