@@ -10,9 +10,11 @@
    the content crop (:func:`~stylization.data.alignment.face_crop`, the corpus framing).
 3. **source coefficients** — Deep3DFaceRecon on the crop when its files exist (``deep3d``), or a
    fit of the face model to the landmarks (``fit``); both in :mod:`stylization.preprocess`.
-4. **Style-E** or **StyleTalk** (:meth:`Pipeline.motion`) — the expression sequence from the speech,
-   the text and the source expression (Style-E), or from the speech's phonemes and a style clip's
-   expressions (StyleTalk: ``style_clip=`` a video, ``.npy`` or ``.mat``; ``emotion_source``); then the pose track (:func:`~stylization.preprocess.pose.pose_track`):
+4. **Style-E**, **StyleTalk** or **SAAS** (:meth:`Pipeline.motion`) — the expression sequence from the
+   speech, the text and the source expression (Style-E), or from the speech and a style clip's
+   expressions (``style_clip=`` a video, ``.npy`` or ``.mat``; ``emotion_source``; ``motion=styletalk``:
+   the speech's phonemes, ``motion=saas``: its mel windows and the source expression); then the pose
+   track (:func:`~stylization.preprocess.pose.pose_track`):
    the source's pose held still, a gentle procedural motion, or a pose source (video or
    coefficient file, looped back and forth when shorter than the speech).
 5. **Style-A** (:meth:`Pipeline.render`) — the inputs from the one input builder shared with
@@ -53,6 +55,7 @@ log = logging.getLogger("stylization.infer")
 MAX_TEXT = 300
 COEFF_BACKENDS = ("auto", "deep3d", "fit")
 RENDERERS = ("style_a", "pirender")
+CLIP_MOTIONS = ("styletalk", "saas")  # the models that take the emotion from a style clip
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -261,6 +264,8 @@ class Pipeline:
         from stylization.data.face_model import build_face_model
 
         check_pose_motion(str(cfg.pose_motion))
+        if cfg.motion not in CLIP_MOTIONS:
+            raise ConfigError(f"motion must be {' or '.join(CLIP_MOTIONS)} (the style-clip model), got {cfg.motion!r}")
         if cfg.renderer not in RENDERERS:
             raise ConfigError(f"renderer must be {' or '.join(RENDERERS)}, got {cfg.renderer!r}")
         if cfg.coeffs_backend not in COEFF_BACKENDS:
@@ -268,7 +273,7 @@ class Pipeline:
         self.cfg, self.device = cfg, device
         self.face_model = build_face_model(str(cfg.data.face_model))
         self.emotion_source(None, None)  # a bad emotion_source fails before any model loads
-        self.motion_model = self.styletalk = self.recognizer = None
+        self.motion_model = self.clip_model = self.recognizer = None
         self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
 
     # -- models loaded when a job first needs them --
@@ -279,14 +284,19 @@ class Pipeline:
         return self.motion_model
 
     def _clip_motion(self):
-        """StyleTalk (``cfg.styletalk``) and the phoneme recogniser."""
-        if self.styletalk is None:
-            from stylization.data.phonemes import PhonemeRecognizer
-            from stylization.runs import load_styletalk
+        """The style-clip model of ``cfg.motion``: StyleTalk (``cfg.styletalk``, with the phoneme
+        recogniser) or SAAS (``cfg.saas``)."""
+        if self.clip_model is None:
+            from stylization.runs import SAAS_HINT, load_run, load_styletalk, saas_from_run
 
-            self.styletalk = load_styletalk(str(self.cfg.styletalk)).to(self.device)
-            self.recognizer = PhonemeRecognizer()
-        return self.styletalk, self.recognizer
+            if self.cfg.motion == "saas":
+                self.clip_model = saas_from_run(load_run(str(self.cfg.saas), hint=SAAS_HINT)).to(self.device)
+            else:
+                from stylization.data.phonemes import PhonemeRecognizer
+
+                self.clip_model = load_styletalk(str(self.cfg.styletalk)).to(self.device)
+                self.recognizer = PhonemeRecognizer()
+        return self.clip_model, self.recognizer
 
     def _detector(self):
         if self.detector is None:
@@ -416,18 +426,26 @@ class Pipeline:
         return SourceFace(face.landmarks, crop, crop_landmarks)
 
     def motion_step(self, job: Job) -> str:
-        return "StyleTalk" if job.style_clip is not None else "Style-E"
+        if job.style_clip is None:
+            return "Style-E"
+        return "SAAS" if self.cfg.motion == "saas" else "StyleTalk"
 
     def motion(self, job: Job, wav: np.ndarray, source: np.ndarray) -> np.ndarray:
         """Step 4: speech + (text or style clip) + the source row [260] -> coefficients [T, 260] (the
-        source's pose): Style-E from the text, or StyleTalk from the phonemes and the style clip."""
+        source's pose): Style-E from the text; from a style clip StyleTalk (the speech's phonemes) or
+        SAAS (the speech's mel windows and the source expression), as ``cfg.motion`` says."""
         if job.style_clip is None:
             return coefficients_from_audio(self._text_motion(), wav, source, job.text, job.emotion_scale, job.seed)
-        styletalk, recognizer = self._clip_motion()
+        model, recognizer = self._clip_motion()
         n_frames = n_video_frames(wav.size)
-        code = styletalk.style_code(self.style_clip_expressions(job.style_clip))
+        code = model.style_code(self.style_clip_expressions(job.style_clip))
         coeffs = np.tile(source, (n_frames, 1))
-        coeffs[:, COEFF_SLICES["exp"]] = styletalk.generate(recognizer.recognize(wav, n_frames), code).cpu().numpy()
+        if recognizer is not None:  # StyleTalk
+            exp = model.generate(recognizer.recognize(wav, n_frames), code)
+        else:  # SAAS
+            mel = torch.from_numpy(mel_windows(melspectrogram(wav), n_frames))
+            exp = model.generate(mel, torch.from_numpy(source[COEFF_SLICES["exp"]]), code)
+        coeffs[:, COEFF_SLICES["exp"]] = exp.cpu().numpy()
         return coeffs
 
     def style_clip_expressions(self, path: str) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, read_manifest
@@ -175,3 +176,9 @@ def test_the_generator_stage_trains_every_part_but_the_frozen_codebook(tiny_corp
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["clips"] == 2 and all(k in out for k in ("m_lmd", "still_f_lmd", "audio_only_m_lmd", "wrong_style_f_lmd"))
+    clip = tiny_corpus / "clips" / "spk_c_happy"
+    res = subprocess.run([sys.executable, "infer.py", "motion=saas", f"saas={run_dir}", f"audio={clip / 'audio.wav'}",
+                          f"style_clip={clip / 'coeffs.npy'}", f"out={tmp_path / 'saas.mp4'}", "device=cpu"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "SAAS" in res.stdout, res.stderr[-3000:]
+    assert np.load(tmp_path / "saas.npy").shape == (48, 260)
