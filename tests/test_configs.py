@@ -38,15 +38,19 @@ ABLATIONS = {
     "syncnet": (None,),
     "styletalk": (None, "no_dyffn", "dyffn_k4", "dyffn_k16", "no_style_d", "no_triplet", "no_sync_d"),
     "pirender": (None,),
-    "saas_codebook": (None,),
-    "saas": (None,),
+    "saas_codebook": (None, "saas_no_codebook", "saas_codes_250", "saas_codes_750", "saas_no_triplet", "saas_no_cls"),
+    "saas": (None, "saas_no_hyperstyle", "saas_no_triplet", "saas_no_cls", "saas_no_dis"),
 }
 # What each ablation switches (key in the composed config, value).
 ABLATION_KEYS = {"no_text": ("model.denoiser.use_text", False), "no_art": ("model.generator.art_path", False),
                  "no_refine": ("model.generator.refinement", False), "no_skip": ("model.generator.fuse_levels", 1),
                  "no_dyffn": ("model.generator.kernels", 1), "dyffn_k4": ("model.generator.kernels", 4),
                  "dyffn_k16": ("model.generator.kernels", 16), "no_style_d": ("stage.loss.style", 0.0),
-                 "no_triplet": ("stage.loss.trip", 0.0), "no_sync_d": ("stage.loss.sync", 0.0)}
+                 "no_triplet": ("stage.loss.trip", 0.0), "no_sync_d": ("stage.loss.sync", 0.0),
+                 "saas_no_codebook": ("model.codebook.use_codebook", False), "saas_codes_250": ("model.codebook.n_codes", 250),
+                 "saas_codes_750": ("model.codebook.n_codes", 750), "saas_no_hyperstyle": ("model.generator.hyperstyle", False),
+                 "saas_no_triplet": ("stage.loss.trip", 0.0), "saas_no_cls": ("stage.loss.cls", 0.0),
+                 "saas_no_dis": ("stage.loss.dis", 0.0)}
 # Keys that configure a stage, not a network: they live in configs/stage/ or a recipe, never in model.
 STAGE_KEYS = ("train", "loss", "motion_phase_from", "source_frame", "motion_phase_groups")
 

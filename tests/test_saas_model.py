@@ -182,3 +182,19 @@ def test_the_generator_stage_trains_every_part_but_the_frozen_codebook(tiny_corp
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "SAAS" in res.stdout, res.stderr[-3000:]
     assert np.load(tmp_path / "saas.npy").shape == (48, 260)
+
+
+def test_table_3_switches():
+    """w/o codebook: the tokens are pooled unquantised (no VQ loss); w/o HyperStyle: the style LSTM runs
+    as stored and the hypernetworks get no gradient."""
+    from stylization.saas.codebook import VQStyleEncoder
+
+    torch.manual_seed(0)
+    encoder = VQStyleEncoder(dim=32, layers=1, heads=2, ffn=48, n_codes=8, use_codebook=False).eval()
+    out = encoder.encode(torch.randn(2, 32, 64))
+    assert torch.equal(out["tokens"], out["latent"]) and float(out["vq_loss"]) == 0.0
+    ra = ResidualAdapter(latent_dim=8, style_dim=32, hyperstyle=False)
+    latent, style = torch.randn(2, 5, 8), torch.randn(2, 32)
+    ra(latent, style).sum().backward()
+    assert all(p.grad is None for p in ra.linear_layers_ih.parameters())
+    assert ra.ra_style_tmp.weight_ih_l3.grad is not None and ra.ra_style.weight_ih_l3.grad is None

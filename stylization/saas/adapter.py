@@ -120,8 +120,10 @@ class HyperNetwork(nn.Module):
 class ResidualAdapter(nn.Module):
     """Latents [B, T, L] + target style [B, S] -> [B, T, L] (see the module docstring)."""
 
-    def __init__(self, latent_dim: int = 64, style_dim: int = 256, neutral_layers: int = 4, style_layers: int = 6):
+    def __init__(self, latent_dim: int = 64, style_dim: int = 256, neutral_layers: int = 4, style_layers: int = 6,
+                 hyperstyle: bool = True):
         super().__init__()
+        self.hyperstyle = hyperstyle  # False: Table 3's "w/o HyperStyle", the style LSTM as stored (no modulation)
         if 4 * latent_dim != style_dim:
             raise ValueError(f"the hypernetworks map a {style_dim}-d style to {4 * latent_dim}-row gate matrices: "
                              f"style_dim must be 4 x latent_dim")
@@ -164,6 +166,8 @@ class ResidualAdapter(nn.Module):
         hs = self.ra_init_hidden_state(style).view(b, self.style_layers, self.latent_dim).transpose(0, 1)
         cs = self.ra_init_cell_state(style).view(b, self.style_layers, self.latent_dim).transpose(0, 1)
         inputs = torch.cat([latent, style[:, None].expand(-1, t, -1)], -1)
+        if not self.hyperstyle:
+            return neutral + self.ra_style_tmp(inputs, (hs.contiguous(), cs.contiguous()))[0]
         styled = [functional_call(self.ra_style_tmp, params, (inputs[i:i + 1],
                                                               (hs[:, i:i + 1].contiguous(), cs[:, i:i + 1].contiguous())))[0]
                   for i, params in enumerate(self.style_parameters(style))]

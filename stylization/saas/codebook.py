@@ -246,11 +246,15 @@ class AttentionPooling(nn.Module):
 
 class VQStyleEncoder(nn.Module):
     """``encoder``, ``quantize``, ``self_attention``: 32 frames [B, 32, in_dim] -> style code [B, dim]
-    (SAAS's ``style_encoder``; :meth:`encode` also returns the tokens, the VQ loss and the codes)."""
+    (SAAS's ``style_encoder``; :meth:`encode` also returns the tokens, the VQ loss and the codes).
+    ``use_codebook=False`` pools the encoder's tokens without quantising them (Table 3's "w/o
+    codebook"; the codebook stays in the layout, unused)."""
 
     def __init__(self, in_dim: int = 64, dim: int = 256, layers: int = 12, heads: int = 8, ffn: int = 384,
-                 quant_factor: int = 3, tokens: int = 4, n_codes: int = 500, beta: float = 0.25):
+                 quant_factor: int = 3, tokens: int = 4, n_codes: int = 500, beta: float = 0.25,
+                 use_codebook: bool = True):
         super().__init__()
+        self.use_codebook = use_codebook
         self.encoder = TransformerEncoder(in_dim, dim, layers, heads, ffn, quant_factor, tokens)
         self.quantize = VectorQuantizer(n_codes, dim, beta)
         self.self_attention = AttentionPooling(dim)
@@ -263,7 +267,11 @@ class VQStyleEncoder(nn.Module):
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"code" [B, dim], "tokens" [B, 4, dim] (quantised), "latent" (before), "vq_loss", "indices" [B·4]}."""
         latent = self.encoder(x)
-        tokens, loss, indices = self.quantize(latent)
+        if self.use_codebook:
+            tokens, loss, indices = self.quantize(latent)
+        else:
+            tokens, loss = latent, latent.new_zeros(())
+            indices = self.quantize.distances(latent.detach()).argmin(1)  # the nearest codes, for the logs only
         return {"code": self.self_attention(tokens), "tokens": tokens, "latent": latent, "vq_loss": loss,
                 "indices": indices}
 
@@ -278,8 +286,8 @@ class VQCodebook(VQStyleEncoder):
 
     def __init__(self, in_dim: int = 6, dim: int = 256, layers: int = 12, heads: int = 8, ffn: int = 384,
                  quant_factor: int = 3, tokens: int = 4, n_codes: int = 200, beta: float = 0.25,
-                 classes: int = 256):
-        super().__init__(in_dim, dim, layers, heads, ffn, quant_factor, tokens, n_codes, beta)
+                 classes: int = 256, use_codebook: bool = True):
+        super().__init__(in_dim, dim, layers, heads, ffn, quant_factor, tokens, n_codes, beta, use_codebook)
         frames = tokens * 2 ** quant_factor
         self.decoder = TransformerDecoder(in_dim, dim, layers, heads, ffn, quant_factor, frames)
         # registration order of the released file: encoder, decoder, quantize, self_attention, fc

@@ -32,7 +32,7 @@ class SAASGenerator(nn.Module):
 
     def __init__(self, source: str = "video", latent_dim: int = 64, style_dim: int = 256, encoder_layers: int = 2,
                  decoder_layers: int = 4, neutral_layers: int = 4, style_layers: int = 6, style_encoder: dict | None = None,
-                 audio_channels=(32, 64, 128, 256, 512)):
+                 audio_channels=(32, 64, 128, 256, 512), hyperstyle: bool = True):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
@@ -42,7 +42,7 @@ class SAASGenerator(nn.Module):
         else:
             self.audio_encoder = AudioLatentEncoder(64, style_dim, latent_dim, encoder_layers, audio_channels)
         self.style_encoder = VQStyleEncoder(**{"in_dim": 64, "dim": style_dim, **(style_encoder or {})})
-        self.ra = ResidualAdapter(latent_dim, style_dim, neutral_layers, style_layers)
+        self.ra = ResidualAdapter(latent_dim, style_dim, neutral_layers, style_layers, hyperstyle)
         self.decoder = StyleDecoder(latent_dim, style_dim, decoder_layers)
 
     def train(self, mode: bool = True):

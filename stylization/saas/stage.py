@@ -81,7 +81,7 @@ class SAASStage(WindowStage):
         node = run.config.model.codebook
         # The generator's style encoder is the codebook's encoder: its size comes from that run and is recorded
         # in the config the checkpoints save (so the run rebuilds without the codebook run), as is D_style's.
-        keys = ("in_dim", "dim", "layers", "heads", "ffn", "quant_factor", "tokens", "n_codes", "beta")
+        keys = ("in_dim", "dim", "layers", "heads", "ffn", "quant_factor", "tokens", "n_codes", "beta", "use_codebook")
         OmegaConf.update(cfg, "model.generator.style_encoder", {k: node[k] for k in keys}, force_add=True)
         if int(cfg.model.generator.style_dim) != int(node.dim):
             raise ConfigError(f"model.generator.style_dim={cfg.model.generator.style_dim} but the codebook run's codes "
