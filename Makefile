@@ -27,8 +27,9 @@ system-packages:
 	  fi; \
 	fi
 
-# The main job, on data it makes itself: a small synthetic corpus, small Style-E and Style-A
-# models trained on it, and infer.py on held-out inputs -> outputs/demo/demo.mp4 + sheet.png.
+# The main job, on data it makes itself: a small synthetic corpus, small Style-E, Style-A and StyleTalk
+# models trained on it, and infer.py on held-out inputs -> outputs/demo/demo.mp4 + sheet.png (and
+# demo_clip.mp4, the emotion from a style clip).
 demo: $(STAMP) system-packages
 	$(PY) scripts/demo.py
 
