@@ -76,6 +76,8 @@ class StyleClips:
     of MEAD's order) and the mean code of the split's style clips (the "audio only" condition)."""
 
     def __init__(self, corpus, split: str, clips, style_code):
+        import torch
+
         from stylization.constants import COEFF_SLICES
         from stylization.data.corpus import MEAD_EMOTIONS
 
@@ -84,8 +86,6 @@ class StyleClips:
         for r in corpus.clips(split):
             self.by_style.setdefault((r.speaker, r.emotion), []).append(r)
         self.next = _next_emotion([e for e in MEAD_EMOTIONS if any(s[1] == e for s in self.by_style)])
-        import torch
-
         self.mean_code = torch.cat([self.code(self.clip(r, r.emotion)) for r in clips]).mean(0, keepdim=True)
 
     def code(self, rec):

@@ -14,14 +14,14 @@ zero-padded to S with a mask:
   any other style.
 
 Keys: ``clip_id``, ``speaker``, ``emotion``, ``start`` (first frame); ``phonemes`` int64 [L, 11]
-(with ``with_phonemes``: each frame's 11-frame phoneme window, SIL past the clip's ends); ``coeffs`` float32 [L, 260];
-``exp`` float32 [L, 64]; ``style_label`` int (index into :attr:`StyleClipDataset.styles`);
+(with ``with_phonemes``: each frame's 11-frame phoneme window, SIL past the clip's ends);
+``coeffs`` float32 [L, 260]; ``exp`` float32 [L, 64]; ``style_label`` int (index into :attr:`StyleClipDataset.styles`);
 ``style_exp`` / ``positive_exp`` / ``negative_exp`` float32 [S, 64] and ``style_mask`` /
 ``positive_mask`` / ``negative_mask`` bool [S] (True = padding).
 
 Clips without a ``phonemes`` file (the synthetic corpus leaves one out where alignment failed; with
-``with_phonemes`` only) or shorter than L are left out with a warning. Items are deterministic functions of
-(seed, epoch, index), as in :class:`~stylization.data.datasets.ClipWindowDataset`.
+``with_phonemes`` only) or shorter than L are left out with a warning. Items are deterministic
+functions of (seed, epoch, index), as in :class:`~stylization.data.datasets.ClipWindowDataset`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ log = logging.getLogger(__name__)
 
 def style_of(rec: ClipRecord) -> tuple[str, str]:
     return rec.speaker, rec.emotion
+
+
+def split_styles(corpus: Corpus | str | os.PathLike, split: str, speakers=None,
+                 with_phonemes: bool = False) -> list[tuple[str, str]]:
+    """The sorted (speaker, emotion) styles of a split (of its clips with a phonemes file, with
+    ``with_phonemes``): the classes of the style discriminators and class heads."""
+    corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+    return sorted({style_of(r) for r in corpus.clips(split, speakers) if not with_phonemes or "phonemes" in r.files})
 
 
 def crop_style(exp: np.ndarray, frames: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:

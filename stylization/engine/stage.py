@@ -16,8 +16,21 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
+from stylization.errors import ConfigError
+
 if TYPE_CHECKING:
     from stylization.engine.trainer import Trainer
+
+
+def loss_weights(loss: DictConfig, terms: tuple[str, ...]) -> dict[str, float]:
+    """``stage.loss`` -> {term: weight}: exactly the keys ``terms``, each >= 0 (a :class:`ConfigError`
+    naming ``stage.loss`` otherwise). A weight of 0 turns its term off."""
+    if set(loss) != set(terms):
+        raise ConfigError(f"stage.loss must have exactly the weights {list(terms)}, got {sorted(loss)}")
+    weights = {k: float(loss[k]) for k in terms}
+    if any(w < 0 for w in weights.values()):
+        raise ConfigError(f"stage.loss weights must be >= 0, got {weights}")
+    return weights
 
 
 class StepContext:

@@ -29,9 +29,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from stylization.data.corpus import Corpus
-from stylization.data.style_clips import StyleClipDataset, style_of
-from stylization.engine.stage import StepContext, TrainingStage
+from stylization.data.style_clips import StyleClipDataset, split_styles
+from stylization.engine.stage import StepContext, TrainingStage, loss_weights
 from stylization.errors import ConfigError
 from stylization.styletalk.stage import triplet_loss
 
@@ -44,16 +43,13 @@ class SAASCodebookStage(TrainingStage):
     def __init__(self, cfg):
         super().__init__(cfg)
         s = cfg.stage
-        if set(s.loss) != set(LOSSES):
-            raise ConfigError(f"stage.loss must have exactly the weights {list(LOSSES)}, got {sorted(s.loss)}")
+        self.weights = loss_weights(s.loss, LOSSES)
         if int(s.reseed_every) < 0 or not 0 <= float(s.reseed_threshold) < 1:
             raise ConfigError("stage.reseed_every must be >= 0 and stage.reseed_threshold in [0, 1)")
-        records = Corpus(str(cfg.data.root)).clips(str(cfg.data.train_split), cfg.data.speakers)
-        self.styles = sorted({style_of(r) for r in records})
+        self.styles = split_styles(str(cfg.data.root), str(cfg.data.train_split), cfg.data.speakers)
         if len(self.styles) < 2:
             raise ConfigError("the training split has fewer than two (speaker, emotion) styles; the triplet and the "
                               "class head need several")
-        self.weights = {k: float(s.loss[k]) for k in LOSSES}
         # the class head's size comes from the data; recorded in the config the checkpoints save
         OmegaConf.update(cfg, "model.codebook.classes", len(self.styles), force_add=True)
 

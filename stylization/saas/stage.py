@@ -42,8 +42,8 @@ from torch import nn
 
 from stylization.constants import COEFF_SLICES, LIP_OPENING_PAIRS
 from stylization.data.datasets import ClipWindowDataset
-from stylization.data.style_clips import StyleTransferDataset
-from stylization.engine.stage import StepContext
+from stylization.data.style_clips import StyleTransferDataset, split_styles
+from stylization.engine.stage import StepContext, loss_weights
 from stylization.errors import ConfigError
 from stylization.runs import load_run
 from stylization.saas.adapter import MOUTH_COEFFS
@@ -67,17 +67,16 @@ class SAASStage(WindowStage):
     def __init__(self, cfg):
         super().__init__(cfg)
         s = cfg.stage
-        if set(s.loss) != set(LOSSES):
-            raise ConfigError(f"stage.loss must have exactly the weights {list(LOSSES)}, got {sorted(s.loss)}")
+        self.weights = loss_weights(s.loss, LOSSES)
         if s.codebook is None:
             raise ConfigError(f"stage.codebook must name a saas_codebook run (its style encoder and class head); "
                               f"{CODEBOOK_HINT}")
-        self.weights = {k: float(s.loss[k]) for k in LOSSES}
         run = load_run(str(s.codebook), hint=CODEBOOK_HINT)
         if run.stage != "saas_codebook":
             raise ConfigError(f"stage.codebook={s.codebook} is a {run.stage!r} run; {CODEBOOK_HINT}")
         self.codebook_run = run
-        self.styles = [tuple(x) for x in self._styles_of(run)]
+        d = run.config.data  # the codebook's class list: its training split's styles
+        self.styles = split_styles(str(d.root), str(d.train_split), d.speakers)
         node = run.config.model.codebook
         # The generator's style encoder is the codebook's encoder: its size comes from that run and is recorded
         # in the config the checkpoints save (so the run rebuilds without the codebook run), as is D_style's.
@@ -90,15 +89,6 @@ class SAASStage(WindowStage):
         from tslearn.metrics import SoftDTWLossPyTorch
 
         self.soft_dtw = SoftDTWLossPyTorch(gamma=float(s.soft_dtw_gamma))
-
-    @staticmethod
-    def _styles_of(run) -> list:
-        """The codebook run's class list: its training split's (speaker, emotion) styles, sorted."""
-        from stylization.data.corpus import Corpus
-        from stylization.data.style_clips import style_of
-
-        d = run.config.data
-        return sorted({style_of(r) for r in Corpus(str(d.root)).clips(str(d.train_split), d.speakers)})
 
     @property
     def window_frames(self) -> int:
@@ -141,10 +131,16 @@ class SAASStage(WindowStage):
         fm = self.face_model.to(exp.device)
         return fm.keypoints_3d(coeffs[..., COEFF_SLICES["id"]], exp.float())
 
-    def generate(self, generator: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(transfer [B, T, 64] in B's style, recon [B, T, 64] in A's own)."""
-        s_a = generator.style(batch["exp"])
-        s_b = generator.style(batch["style_exp"])
+    @staticmethod
+    @torch.no_grad()
+    def style_codes(generator: nn.Module, batch: dict, *keys: str) -> list[torch.Tensor]:
+        """The frozen style encoder's codes [B, D] of the batch's windows ``keys`` (one pass)."""
+        codes = generator.style(torch.cat([batch[k] for k in keys]))
+        return list(codes.chunk(len(keys)))
+
+    def generate(self, generator: nn.Module, batch: dict, s_a: torch.Tensor, s_b: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of A's and B's windows [B, D] -> (transfer [B, T, 64] in B's style, recon [B, T, 64] in A's)."""
         b = s_a.shape[0]
         source = dict(mel=batch["mel"].repeat(2, 1, 1, 1, 1), source_exp=batch["source_exp"].repeat(2, 1),
                       blink=batch["blink"].repeat(2, 1))
@@ -153,7 +149,8 @@ class SAASStage(WindowStage):
 
     @staticmethod
     def conditional(disc: nn.Module, exp: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The style discriminator's logits [B, L'] at each window's style channel."""
+        """The style discriminator's logits [B, L'] at each window's style channel (a style the codebook
+        run never saw, label -1, reads channel 0)."""
         logits = disc(exp)
         return logits.gather(1, labels.clamp_min(0)[:, None, None].expand(-1, 1, logits.shape[-1]))[:, 0]
 
@@ -164,8 +161,10 @@ class SAASStage(WindowStage):
         g, codebook = ctx.modules["generator"], ctx.modules["codebook"]
         d_style, d_tem = ctx.modules["style_discriminator"], ctx.modules["temporal_discriminator"]
         label_a, label_b = batch["source_label"], batch["style_label"]
+        # the style encoder is the frozen codebook's: the real windows' codes are constants, computed once
+        c_a, c_b, c_pos, c_neg = self.style_codes(g, batch, "exp", "style_exp", "positive_exp", "negative_exp")
         with ctx.autocast():
-            transfer, recon = (x.float() for x in self.generate(g, batch))
+            transfer, recon = (x.float() for x in self.generate(g, batch, c_a, c_b))
         truth = batch["exp"]
         # -- generator
         kp_true = self.keypoints(truth, batch["coeffs"])
@@ -176,10 +175,8 @@ class SAASStage(WindowStage):
         terms["recon"] = terms["recon_kp"] + terms["recon_dtw"]
         gaps = lip_gaps_squared(kp_true)
         terms["mouth"] = F.l1_loss(lip_gaps_squared(kp_transfer), gaps) + F.l1_loss(lip_gaps_squared(kp_recon), gaps)
-        codes = codebook(torch.cat([transfer, recon, batch["style_exp"], batch["positive_exp"],
-                                    batch["negative_exp"], truth]))
-        c_transfer, c_recon, c_b, c_pos, c_neg, c_a = codes["code"].chunk(6)
-        logits_transfer, logits_recon = codes["logits"].chunk(6)[:2]
+        c_transfer, c_recon = codebook.encode(torch.cat([transfer, recon]))["code"].chunk(2)  # judged by the codebook
+        logits_transfer, logits_recon = codebook.fc(torch.cat([c_transfer, c_recon])).chunk(2)
         known_a, known_b = label_a >= 0, label_b >= 0
         terms["cls"] = 0.5 * (F.cross_entropy(logits_transfer[known_b], label_b[known_b]) if known_b.any() else 0.0) + \
             0.5 * (F.cross_entropy(logits_recon[known_a], label_a[known_a]) if known_a.any() else 0.0)
@@ -211,4 +208,5 @@ class SAASStage(WindowStage):
     @torch.no_grad()
     def predict(self, batch, ctx: StepContext) -> torch.Tensor:
         """The EMA generator's ``recon`` (A's sound in A's own style): [B, T, 64]."""
-        return self.generate(ctx.eval_modules["generator"], batch)[1].float()
+        g = ctx.eval_modules["generator"]
+        return self.generate(g, batch, *self.style_codes(g, batch, "exp", "style_exp"))[1].float()

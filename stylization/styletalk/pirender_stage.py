@@ -39,7 +39,7 @@ from torch import nn
 from stylization.constants import SEMANTIC_DIM, WINDOW_FRAMES
 from stylization.data.render_inputs import RenderInputs
 from stylization.data.render_pairs import SOURCE_FRAMES, TARGET_SAMPLINGS, RenderPairDataset
-from stylization.engine.stage import StepContext, TrainingStage
+from stylization.engine.stage import StepContext, TrainingStage, loss_weights
 from stylization.errors import ConfigError
 from stylization.loading import load_official, vgg19_features
 from stylization.metrics.image import psnr, ssim
@@ -65,10 +65,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"stage.lr must be > 0, got {s.lr}")
     if len(s.betas) != 2 or not all(0 <= float(b) < 1 for b in s.betas):
         raise ConfigError(f"stage.betas must be two values in [0, 1), got {list(s.betas)}")
-    if set(s.loss) != set(LOSS_TERMS):
-        raise ConfigError(f"stage.loss must have exactly the weights {list(LOSS_TERMS)}, got {sorted(s.loss)}")
-    if any(float(v) < 0 for v in s.loss.values()):
-        raise ConfigError(f"stage.loss weights must be >= 0, got {dict(s.loss)}")
+    loss_weights(s.loss, LOSS_TERMS)
     if float(s.loss.warp_perceptual) + float(s.loss.warp_l1) <= 0:
         raise ConfigError("stage.loss.warp_perceptual or stage.loss.warp_l1 must be > 0 (the warping loss)")
     if float(s.loss.final_perceptual) + float(s.loss.final_l1) <= 0:
@@ -140,7 +137,7 @@ class PIRenderStage(TrainingStage):
         validate_config(cfg)
         s = cfg.stage
         self.warp_steps = int(s.warp_steps)
-        self.weights = {k: float(s.loss[k]) for k in LOSS_TERMS}
+        self.weights = loss_weights(s.loss, LOSS_TERMS)
         self.scales = int(s.perceptual_scales)
         self.perceptual = None
         if self.weights["warp_perceptual"] > 0 or self.weights["final_perceptual"] > 0:

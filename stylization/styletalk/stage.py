@@ -32,9 +32,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from stylization.constants import COEFF_SLICES, MOUTH
-from stylization.data.corpus import Corpus
-from stylization.data.style_clips import StyleClipDataset, style_of
-from stylization.engine.stage import StepContext
+from stylization.data.style_clips import StyleClipDataset, split_styles
+from stylization.engine.stage import StepContext, loss_weights
 from stylization.errors import ConfigError
 from stylization.style_e.window_stage import WindowStage
 from stylization.styletalk.discriminators import (mouth_windows, style_classification_loss, sync_loss)
@@ -71,15 +70,11 @@ class StyleTalkStage(WindowStage):
     def __init__(self, cfg):
         super().__init__(cfg)
         s = cfg.stage
-        unknown = set(s.loss) - set(LOSSES)
-        if unknown:
-            raise ConfigError(f"stage.loss has unknown terms {sorted(unknown)}; the terms are {list(LOSSES)}")
+        self.weights = loss_weights(s.loss, LOSSES)
         if int(s.clip_frames) < 16:
             raise ConfigError(f"stage.clip_frames={s.clip_frames}: the temporal discriminators need at least 16 frames")
-        self.weights = {k: float(s.loss.get(k, 0.0)) for k in LOSSES}
-        records = Corpus(str(cfg.data.root)).clips(str(cfg.data.train_split), cfg.data.speakers)
         # The style classes of D_style: the training split's (speaker, emotion) pairs.
-        self.styles = sorted({style_of(r) for r in records if "phonemes" in r.files})
+        self.styles = split_styles(str(cfg.data.root), str(cfg.data.train_split), cfg.data.speakers, with_phonemes=True)
         if self.weights["style"] > 0 and len(self.styles) < 2:
             raise ConfigError("the style loss needs at least two styles in the training split; set stage.loss.style=0")
         self.mouth = list(MOUTH)
