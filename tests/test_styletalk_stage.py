@@ -16,7 +16,7 @@ from stylization.data.corpus import Corpus, write_index
 from stylization.data.phonemes import phoneme_windows
 from stylization.data.style_clips import StyleClipDataset, crop_style
 from stylization.styletalk.discriminators import SequencePatchDiscriminator, SyncDiscriminator, mouth_windows
-from stylization.styletalk.stage import sequence_ssim, triplet_loss
+from stylization.styletalk.losses import sequence_ssim, triplet_loss
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from torch import nn
 from stylization.data.style_clips import StyleClipDataset, split_styles
 from stylization.engine.stage import StepContext, TrainingStage, loss_weights
 from stylization.errors import ConfigError
-from stylization.styletalk.stage import triplet_loss
+from stylization.styletalk.losses import triplet_loss
 
 LOSSES = ("recon", "cls", "trip")
 

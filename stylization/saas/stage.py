@@ -48,7 +48,7 @@ from stylization.errors import ConfigError
 from stylization.runs import load_run
 from stylization.saas.adapter import MOUTH_COEFFS
 from stylization.style_e.window_stage import WindowStage
-from stylization.styletalk.stage import triplet_loss
+from stylization.styletalk.losses import triplet_loss
 
 LOSSES = ("recon", "mouth", "cls", "dis", "trip", "tem")
 CODEBOOK_HINT = "train one with: python train.py stage=saas_codebook model=saas_codebook_small data.root=DIR"
