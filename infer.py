@@ -3,6 +3,9 @@
 The emotion comes from a text (Style-E) or from a style clip (``style_clip=VIDEO_OR_COEFFS``:
 StyleTalk); ``emotion_source=text|clip`` says which explicitly, and giving both is an error.
 
+``mode=edit video=INPUT style_clip=...`` restyles an existing talking video (SAAS's video-driven
+editing) instead.
+
 Photo + speech + emotion text + art picture -> a stylised talking-head video with the speech,
 the generated coefficients (``OUT.npy``) and a contact sheet (``OUT_sheet.png``); see
 stylization/pipeline.py for the steps and configs/infer.yaml for the options. ``batch=CSV``
@@ -31,8 +34,11 @@ def infer(cfg: DictConfig) -> None:
     from stylization.pipeline import Job, Pipeline, read_batch, read_text_file, run_batch
 
     log = logging.getLogger("stylization.infer")
-    if cfg.batch is None and cfg.audio is None:
-        raise ConfigError("give audio=SPEECH (and image=, text=, art=), or batch=TUPLES.csv")
+    if isinstance(cfg.video, bool):
+        raise ConfigError("video= names the talking video that mode=edit restyles; the landmark preview's switch "
+                          f"is preview_video={str(cfg.video).lower()}")
+    if cfg.batch is None and cfg.audio is None and cfg.video is None:
+        raise ConfigError("give audio=SPEECH (and image=, text=, art=), or batch=TUPLES.csv, or mode=edit video=INPUT")
     text = cfg.text
     if cfg.text_file is not None:
         if text is not None:
@@ -50,8 +56,8 @@ def infer(cfg: DictConfig) -> None:
         if failures:
             raise DataError(f"{len(failures)} of {len(rows)} rows failed ({'; '.join(failures)[:500]})", str(cfg.batch))
         return
-    job = Job(audio=str(cfg.audio), out=str(cfg.out), image=cfg.image, text=text, art=cfg.art,
-              art_style=cfg.art_style, pose=cfg.pose, style_clip=cfg.style_clip, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
+    job = Job(audio=None if cfg.audio is None else str(cfg.audio), out=str(cfg.out), image=cfg.image, text=text,
+              art=cfg.art, art_style=cfg.art_style, pose=cfg.pose, style_clip=cfg.style_clip, video=cfg.video, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
     for path in pipeline.run(job):
         log.info("wrote %s", path)
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in job.timings.items()))

@@ -1,6 +1,6 @@
 """Evaluate a motion model on a corpus split: ``python scripts/eval_motion.py run=RUN data.root=DIR split=test``.
 
-RUN is a Style-E (``style_e``, ``style_e_cgan``), StyleTalk (``styletalk``) or SAAS (``saas``) run. For every clip
+RUN is a Style-E (``style_e``, ``style_e_cgan``), StyleTalk (``styletalk``) or SAAS (``saas``, ``saas_edit``) run. For every clip
 of the split the model generates the clip's expressions for the whole clip; landmarks of the
 stand-in / BFM face model with the true identity and pose are compared with the truth, in pixels of
 a 256 frame (M-LMD: the 20 mouth points, F-LMD: all 68):
@@ -15,7 +15,11 @@ a 256 frame (M-LMD: the 20 mouth points, F-LMD: all 68):
   split's style clips (the style of nobody in particular); ``wrong_style_f_lmd`` — a style clip of
   the same speaker in another emotion (must be worse);
 * SAAS, driven by the clip's sound, the source expression and a style clip (another clip of the same
-  speaker and emotion): ``audio_only_*`` and ``wrong_style_f_lmd`` as for StyleTalk.
+  speaker and emotion): ``audio_only_*`` and ``wrong_style_f_lmd`` as for StyleTalk;
+* SAAS video-driven editing (``saas_edit``): the clip's own performance (its true expressions)
+  restyled with those style clips: ``m_lmd`` / ``f_lmd`` measure how well a performance in its own
+  style survives the edit, ``wrong_style_f_lmd`` how far another emotion's style moves it, and
+  ``audio_only_*`` (here: the mean style code) as for StyleTalk.
 
 The last line printed is one JSON object with those keys (frame-weighted means).
 """
@@ -152,6 +156,24 @@ def saas_predictions(cfg, run, corpus, clips, device):
     return predict
 
 
+def saas_edit_predictions(cfg, run, corpus, clips, device):
+    """A function: clip -> {prefix: expressions [T, 64]} for a saas_edit run: the clip's own performance
+    (its true expressions) restyled with a style clip (see the module docstring)."""
+    import torch
+
+    from stylization.constants import COEFF_SLICES
+    from stylization.runs import saas_from_run
+
+    model = saas_from_run(run, "saas_edit").to(device)
+    styles = StyleClips(corpus, str(cfg.split), clips, model.style_code)
+
+    def predict(rec, n):
+        exp = torch.from_numpy(corpus.load_coeffs(rec)[:n, COEFF_SLICES["exp"]]).to(device)
+        return styles.predictions(rec, n, lambda code: model.edit(exp, code), device)
+
+    return predict
+
+
 def evaluate(cfg: DictConfig) -> dict:
     import torch
     from tqdm import tqdm
@@ -165,7 +187,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     device = resolve_device(str(cfg.device))
     run = load_run(str(cfg.run), use_ema=bool(cfg.use_ema),
-                   hint="train one with: python train.py stage=style_e|styletalk|saas data.root=DIR")
+                   hint="train one with: python train.py stage=style_e|styletalk|saas|saas_edit data.root=DIR")
     face_model = build_face_model(str(cfg.data.face_model))
     corpus = Corpus(str(cfg.data.root))
     clips = corpus.clips(str(cfg.split))
@@ -173,7 +195,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise DataError(f"split {cfg.split!r} has no clips", corpus.root)
     if cfg.max_clips is not None:
         clips = clips[: int(cfg.max_clips)]
-    factory = {"styletalk": styletalk_predictions, "saas": saas_predictions}.get(run.stage, style_e_predictions)
+    factory = {"styletalk": styletalk_predictions, "saas": saas_predictions,
+               "saas_edit": saas_edit_predictions}.get(run.stage, style_e_predictions)
     predict = factory(cfg, run, corpus, clips, device)
 
     sums: dict[str, float] = {}

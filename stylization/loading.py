@@ -95,6 +95,7 @@ SOURCES = {
     "saas_audio_driven": "SAAS's audio-driven file (checkpoints/audio_driven/audio_driven.pth; not in SAAS's release "
                          "yet, SAAS#1), or a conversion of this project's saas run; see checkpoints/README.md",
     "saas_pose_codebook": "SAAS's release (checkpoints/audio2pose/pose_codebook.pth); see checkpoints/README.md",
+    "saas_audio2pose": "SAAS's release (checkpoints/audio2pose/audio2pose.pth); see checkpoints/README.md",
     "arcface": "insightface's arcface_torch model zoo (e.g. ms1mv3_arcface_r100_fp16/backbone.pth); "
                "see checkpoints/README.md",
 }
@@ -166,6 +167,10 @@ def build_module(kind: str) -> nn.Module:
         from stylization.saas.codebook import VQCodebook
 
         return VQCodebook(in_dim=6, n_codes=200, classes=256)
+    if kind == "saas_audio2pose":
+        from stylization.saas.pose import AudioPosePredictor
+
+        return AudioPosePredictor()
     raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SOURCES)}")
 
 
@@ -224,6 +229,14 @@ def extract_state_dict(kind: str, obj: dict, path: str) -> dict[str, torch.Tenso
         if not isinstance(entry, dict) or not any(k.startswith("quantize.") for k in entry):
             raise CheckpointError("no 'state_dict' with quantize.* keys: not a SAAS pose codebook", path)
         return _strip_module_prefix(entry)
+    if kind == "saas_audio2pose":
+        # {'state_dict', 'optimizer', 'epoch', 'config'}; the state dict was saved from nn.DataParallel ("module.")
+        entry = obj.get("state_dict", obj)
+        state = _strip_module_prefix(entry) if isinstance(entry, dict) else {}
+        if not any(k.startswith(("audio_eocder.", "cross_modal_layer.")) for k in state):
+            raise CheckpointError("no 'state_dict' with audio_eocder.* / cross_modal_layer.* keys: not a SAAS "
+                                  "audio-to-pose predictor", path)
+        return state
     if kind in ("syncnet", "arcface"):
         from stylization.syncnet.model import with_batch_counters
 

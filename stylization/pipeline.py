@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -56,6 +56,8 @@ MAX_TEXT = 300
 COEFF_BACKENDS = ("auto", "deep3d", "fit")
 RENDERERS = ("style_a", "pirender")
 CLIP_MOTIONS = ("styletalk", "saas")  # the models that take the emotion from a style clip
+MODES = ("generate", "edit")
+POSE_FROM_AUDIO = "audio"  # pose=audio: SAAS's head poses generated from the speech  # a face speaking new speech | a talking video restyled (SAAS's video-driven editing)
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def write_outputs(out: str, frames: np.ndarray | None, wav: np.ndarray, fps: flo
 class Job:
     """One tuple to render (``image`` None: coefficients and a landmark preview only)."""
 
-    audio: str
+    audio: str | None  # the speech (None only with mode=edit: the video's sound)
     out: str
     image: str | None = None
     text: str | None = None
@@ -233,6 +235,7 @@ class Job:
     art_style: str | None = None
     pose: str | None = None
     style_clip: str | None = None
+    video: str | None = None  # mode=edit: the talking video to restyle (audio: its sound, or a given speech)
     emotion_scale: float = 1.0
     seed: int = 0
     timings: dict = field(default_factory=dict)
@@ -273,7 +276,9 @@ class Pipeline:
         self.cfg, self.device = cfg, device
         self.face_model = build_face_model(str(cfg.data.face_model))
         self.emotion_source(None, None)  # a bad emotion_source fails before any model loads
-        self.motion_model = self.clip_model = self.recognizer = None
+        if cfg.mode not in MODES:
+            raise ConfigError(f"mode must be {' or '.join(MODES)}, got {cfg.mode!r}")
+        self.motion_model = self.clip_model = self.recognizer = self.edit_model = self.pose_model = None
         self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
 
     # -- models loaded when a job first needs them --
@@ -287,16 +292,24 @@ class Pipeline:
         """The style-clip model of ``cfg.motion``: StyleTalk (``cfg.styletalk``, with the phoneme
         recogniser) or SAAS (``cfg.saas``)."""
         if self.clip_model is None:
-            from stylization.runs import SAAS_HINT, load_run, load_styletalk, saas_from_run
+            from stylization.runs import load_saas, load_styletalk
 
             if self.cfg.motion == "saas":
-                self.clip_model = saas_from_run(load_run(str(self.cfg.saas), hint=SAAS_HINT)).to(self.device)
+                self.clip_model = load_saas(str(self.cfg.saas)).to(self.device)
             else:
                 from stylization.data.phonemes import PhonemeRecognizer
 
                 self.clip_model = load_styletalk(str(self.cfg.styletalk)).to(self.device)
                 self.recognizer = PhonemeRecognizer()
         return self.clip_model, self.recognizer
+
+    def _edit_model(self):
+        """SAAS's video-driven generator (``cfg.saas_edit``: a saas_edit run or the released video_driven.pth)."""
+        if self.edit_model is None:
+            from stylization.runs import load_saas
+
+            self.edit_model = load_saas(str(self.cfg.saas_edit), "saas_edit").to(self.device)
+        return self.edit_model
 
     def _detector(self):
         if self.detector is None:
@@ -372,6 +385,10 @@ class Pipeline:
 
     def run(self, job: Job) -> list[str]:
         """Render one job; returns the files written."""
+        if self.cfg.mode == "edit":
+            return self.run_edit(job)
+        if job.video is not None:
+            raise ConfigError("video= is the talking video mode=edit restyles; add mode=edit (or drop video=)")
         with self._timed(job, "inputs"):
             inputs = self.read_inputs(job)
         if inputs.image is None:
@@ -383,9 +400,47 @@ class Pipeline:
             source = self.coeff_backend(face.crop, face.crop_landmarks)
         with self._timed(job, self.motion_step(job)):
             coeffs = self.motion(job, inputs.wav, source)
-            apply_pose(coeffs, self.pose(job, source, len(coeffs)))
+            apply_pose(coeffs, self.pose(job, source, coeffs, inputs.wav))
         with self._timed(job, "Style-A" if self.cfg.renderer == "style_a" else "PIRenderer"):
             frames = self.render(job, inputs, face, coeffs, source)
+        with self._timed(job, "outputs"):
+            return self.write(job, inputs, face, frames, coeffs)
+
+    def run_edit(self, job: Job) -> list[str]:
+        """mode=edit (SAAS's video-driven editing): a talking video + a style clip -> the same
+        performance in the clip's style, rendered from the video's first frame with the video's own
+        head motion and sound (or ``audio=``)."""
+        from stylization.data.video import read_video
+        from stylization.preprocess.pose import pose_rows, video_coefficients
+
+        with self._timed(job, "inputs"):
+            if job.video is None or job.style_clip is None:
+                raise ConfigError("mode=edit restyles a talking video: give video=INPUT and style_clip=VIDEO_OR_COEFFS")
+            for key, value in (("image", job.image), ("text", job.text), ("pose", job.pose)):
+                if value is not None:
+                    raise ConfigError(f"mode=edit takes the face, the words and the head motion from video=; drop {key}=")
+            check_style_clip(job.style_clip)
+            check_output(job.out)
+            wav = load_audio(job.audio or job.video)
+            check_speech(wav, job.audio or job.video)
+            first = read_video(job.video, max_frames=1)[0]
+            if self.cfg.renderer == "style_a" and job.art is None and job.art_style is None:
+                raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME), "
+                                  "or render photo-real with renderer=pirender")
+            inputs = Inputs(wav, first, read_image(job.art, "art picture") if job.art is not None else None)
+        self._load_renderer()
+        with self._timed(job, "face"):
+            face = self.find_face(replace(job, image=job.video), first)
+        with self._timed(job, "video coefficients"):
+            coeffs = video_coefficients(job.video, self._detector(), self.coeff_backend, FACE_CROP_SIZE, "video")
+        with self._timed(job, "SAAS edit"):
+            model = self._edit_model()
+            code = model.style_code(self.style_clip_expressions(job.style_clip))
+            exp = COEFF_SLICES["exp"]
+            coeffs[:, exp] = model.edit(torch.from_numpy(coeffs[:, exp]), code).cpu().numpy()
+            apply_pose(coeffs, pose_track(coeffs[0], len(coeffs), driving=pose_rows(coeffs)))
+        with self._timed(job, "Style-A" if self.cfg.renderer == "style_a" else "PIRenderer"):
+            frames = self.render(job, inputs, face, coeffs, coeffs[0])
         with self._timed(job, "outputs"):
             return self.write(job, inputs, face, frames, coeffs)
 
@@ -406,8 +461,8 @@ class Pipeline:
         if self.cfg.source_coeffs is not None:
             raise ConfigError("source_coeffs is for runs without a photo: with image= the source coefficients "
                               "come from the photo; drop source_coeffs=")
-        if job.pose is not None and not os.path.isfile(job.pose):
-            raise DataError("pose source not found", job.pose)
+        if job.pose is not None and job.pose != POSE_FROM_AUDIO and not os.path.isfile(job.pose):
+            raise DataError(f"pose source not found (a video, a coefficient .npy, or pose={POSE_FROM_AUDIO})", job.pose)
         image = read_image(job.image, "photo")
         if self.cfg.renderer == "style_a" and job.art is None and job.art_style is None:
             raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME), "
@@ -463,12 +518,32 @@ class Pipeline:
             coeffs = video_coefficients(path, detector, self.coeff_backend, FACE_CROP_SIZE, "style clip")
         return coeffs[:, COEFF_SLICES["exp"]]
 
-    def pose(self, job: Job, source: np.ndarray, n_frames: int) -> np.ndarray:
-        """Step 4, pose: the track [T, 9] (angle, trans, crop) from the pose options."""
+    def pose(self, job: Job, source: np.ndarray, coeffs: np.ndarray, wav: np.ndarray) -> np.ndarray:
+        """Step 4, pose: the track [T, 9] (angle, trans, crop) from the pose options. ``pose=audio``:
+        SAAS's poses generated from the speech (``cfg.saas_pose``), in the style of the style clip
+        (else of the generated expressions), added to the source's pose."""
         driving = None
-        if job.pose is not None:
+        if job.pose == POSE_FROM_AUDIO:
+            model = self._pose_model()
+            style = self.style_clip_expressions(job.style_clip) if job.style_clip is not None \
+                else coeffs[:, COEFF_SLICES["exp"]]
+            first = np.concatenate([source[COEFF_SLICES["angle"]], source[COEFF_SLICES["trans"]]])
+            driving = model.generate(wav, len(coeffs), model.style_code(style), first, float(self.cfg.pose_top_p),
+                                     float(self.cfg.pose_temperature), job.seed)
+        elif job.pose is not None:
             driving = read_pose_source(job.pose, self.detector, self.face_model, FACE_CROP_SIZE)
-        return pose_track(source, n_frames, str(self.cfg.pose_motion), driving, job.seed)
+        return pose_track(source, len(coeffs), str(self.cfg.pose_motion), driving, job.seed)
+
+    def _pose_model(self):
+        """SAAS's poses from speech: a saas_pose run, or the released audio2pose files (``cfg.saas_pose``),
+        these with the released SAAS model's style encoder (motion=saas)."""
+        if self.pose_model is None:
+            from stylization.runs import load_saas_pose
+
+            saas = self.clip_model if self.cfg.motion == "saas" else None  # loaded by the motion step
+            style_encoder = None if saas is None else saas.generator.style_encoder
+            self.pose_model = load_saas_pose(str(self.cfg.saas_pose), style_encoder).to(self.device)
+        return self.pose_model
 
     @torch.no_grad()
     def render(self, job: Job, inputs: Inputs, face: SourceFace, coeffs: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -547,7 +622,7 @@ class Pipeline:
         with self._timed(job, "outputs"):
             size = int(cfg.size or FACE_CROP_SIZE)
             frames = resample_frames(landmark_video(self.face_model, coeffs, size), float(cfg.fps)) \
-                if cfg.video else None
+                if cfg.preview_video else None
             return write_outputs(job.out, frames, inputs.wav, float(cfg.fps), coeffs, None)
 
 

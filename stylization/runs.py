@@ -200,16 +200,62 @@ def load_styletalk(path: str | os.PathLike):
     return styletalk_from_run(run) if run is not None else StyleTalkMotion(load_official("styletalk", official))
 
 
-SAAS_HINT = "train one with: python train.py stage=saas model=saas_small stage.codebook=CODEBOOK_RUN data.root=DIR"
+SAAS_HINT = "train one with: python train.py stage=saas model=saas_small data.root=DIR"
+SAAS_EDIT_HINT = "train one with: python train.py stage=saas_edit model=saas_edit_small data.root=DIR"
 
 
-def saas_from_run(run: Run):
-    """A ``saas`` run -> :class:`~stylization.saas.generate.SAASMotion` (EMA generator, eval mode)."""
+def saas_from_run(run: Run, stage: str = "saas"):
+    """A ``saas`` (audio-driven) or ``saas_edit`` (video-driven) run, as ``stage`` says ->
+    :class:`~stylization.saas.generate.SAASMotion` (EMA generator, eval mode)."""
     from stylization.saas.generate import SAASMotion
 
-    if run.stage != "saas":
-        raise CheckpointError(f"is a {run.stage!r} run, not a 'saas' one; {SAAS_HINT}", run.path)
+    if run.stage != stage:
+        raise CheckpointError(f"is a {run.stage!r} run, not a {stage!r} one; "
+                              f"{SAAS_EDIT_HINT if stage == 'saas_edit' else SAAS_HINT}", run.path)
     return SAASMotion(run.module("generator", run.config.model.generator))
+
+
+def load_saas(path: str | os.PathLike, stage: str = "saas"):
+    """SAAS for inference (:class:`~stylization.saas.generate.SAASMotion`): a ``saas`` / ``saas_edit``
+    run as ``stage`` says (directory or checkpoint; EMA weights), or the released ``audio_driven.pth`` /
+    ``video_driven.pth`` (a file, or a directory holding it), loaded strictly into the released size."""
+    from stylization.loading import load_official
+    from stylization.saas.generate import SAASMotion
+
+    name, kind = ("video_driven.pth", "saas_video_driven") if stage == "saas_edit" else \
+        ("audio_driven.pth", "saas_audio_driven")
+    hint = SAAS_EDIT_HINT if stage == "saas_edit" else SAAS_HINT
+    run, official = _run_or_official(os.fspath(path), name, kind, hint)
+    return saas_from_run(run, stage) if run is not None else SAASMotion(load_official(kind, official))
+
+
+SAAS_POSE_HINT = "train one with: python train.py stage=saas_pose model=saas_pose_small stage.codebook=SAAS_RUN data.root=DIR"
+RELEASED_POSE_FILES = ("audio2pose.pth", "pose_codebook.pth")
+
+
+def load_saas_pose(path: str | os.PathLike, style_encoder: nn.Module | None = None):
+    """SAAS's poses from speech (:class:`~stylization.saas.generate.SAASPose`): a ``saas_pose`` run
+    (directory or checkpoint; EMA predictor), or a folder holding the released ``audio2pose.pth`` and
+    ``pose_codebook.pth`` (SAAS's ``checkpoints/audio2pose``), which read style codes with the released
+    SAAS model's style encoder: pass it as ``style_encoder``."""
+    from stylization.loading import load_official
+    from stylization.saas.generate import SAASPose
+
+    path = os.fspath(path)
+    released = os.path.isdir(path) and all(os.path.isfile(os.path.join(path, f)) for f in RELEASED_POSE_FILES) \
+        and not os.path.isdir(os.path.join(path, "checkpoints"))
+    if released:
+        if style_encoder is None:
+            raise CheckpointError("the released pose files read style codes with SAAS's style encoder: use them with "
+                                  "motion=saas and saas= the released audio_driven.pth", path)
+        return SAASPose(load_official("saas_audio2pose", os.path.join(path, RELEASED_POSE_FILES[0])),
+                        load_official("saas_pose_codebook", os.path.join(path, RELEASED_POSE_FILES[1])), style_encoder)
+    run = load_run(path, hint=SAAS_POSE_HINT)
+    if run.stage != "saas_pose":
+        raise CheckpointError(f"is a {run.stage!r} run, not a 'saas_pose' one; {SAAS_POSE_HINT}", run.path)
+    m = run.config.model
+    return SAASPose(run.module("predictor", m.predictor), run.module("pose_codebook", m.pose_codebook),
+                    run.module("style_codebook", m.style_codebook))
 
 
 PIRENDER_HINT = "train one with: python train.py stage=pirender model=pirender_small data.root=DIR"

@@ -29,6 +29,8 @@ MODELS = {
     "pirender": {"pirender": "paper", "pirender_small": "small"},
     "saas_codebook": {"saas_codebook": "paper", "saas_codebook_small": "small"},
     "saas": {"saas": "paper", "saas_small": "small"},
+    "saas_edit": {"saas_edit": "paper", "saas_edit_small": "small"},
+    "saas_pose": {"saas_pose": "paper", "saas_pose_small": "small"},
 }
 ABLATIONS = {
     "audio2exp": (None,),
@@ -40,6 +42,8 @@ ABLATIONS = {
     "pirender": (None,),
     "saas_codebook": (None, "saas_no_codebook", "saas_codes_250", "saas_codes_750", "saas_no_triplet", "saas_no_cls"),
     "saas": (None, "saas_no_hyperstyle", "saas_no_triplet", "saas_no_cls", "saas_no_dis"),
+    "saas_edit": (None,),
+    "saas_pose": (None,),
 }
 # What each ablation switches (key in the composed config, value).
 ABLATION_KEYS = {"no_text": ("model.denoiser.use_text", False), "no_art": ("model.generator.art_path", False),
@@ -92,6 +96,14 @@ class FakeTextEncoder(nn.Module):
 def test_every_combination_composes_and_builds(combo, monkeypatch):
     stage, model, ablation = combo
     size = MODELS[stage][model]
+    if ablation and ABLATION_KEYS[ablation][0].startswith("stage."):
+        # a loss weight: composing it is the whole check (the networks are the un-ablated combination's)
+        cfg = compose_train(overrides(stage, model, ablation))
+        key, value = ABLATION_KEYS[ablation]
+        assert OmegaConf.select(cfg, key) == value and cfg.stage.name == stage, f"{combo}: {key}"
+        base = compose_train(overrides(stage, model, None))
+        assert cfg.model == base.model, f"{combo} changes the model"
+        return
     composed = {data: compose_train(overrides(stage, model, ablation, data)) for data in DATA}
     for data, cfg in composed.items():
         assert cfg.stage.name == stage, f"{combo} data={data} composed stage {cfg.stage.name!r}"
@@ -140,7 +152,11 @@ def test_every_combination_composes_and_builds(combo, monkeypatch):
     ("styletalk_cpu", "styletalk", "styletalk_small", {"stage.style_frames": 128, "trainer.max_minutes": 10}),
     ("pirender_cpu", "pirender", "pirender_small", {"model.image_size": 64, "trainer.max_minutes": 10}),
     ("saas_codebook_cpu", "saas_codebook", "saas_codebook_small", {"model.codebook.dim": 128, "trainer.max_minutes": 10}),
-    ("saas_cpu", "saas", "saas_small", {"model.generator.style_dim": 128, "trainer.max_minutes": 10}),
+    ("saas_cpu", "saas", "saas_small", {"model.generator.style_dim": 128, "model.codebook.dim": 128,
+                                        "stage.codebook_phase.lr": 5e-4, "trainer.max_minutes": 10}),
+    ("saas_edit_cpu", "saas_edit", "saas_edit_small", {"model.generator.source": "video", "model.codebook.dim": 128,
+                                                       "stage.loss.cycle": 1000.0, "trainer.max_minutes": 10}),
+    ("saas_pose_cpu", "saas_pose", "saas_pose_small", {"model.predictor.hidden": 64, "trainer.max_minutes": 10}),
 ])
 def test_recipes_are_what_the_short_commands_select(recipe, stage, model, values):
     """``experiment=<recipe>`` and ``stage=<s> model=<s>_small`` are one configuration, the recipe's."""
@@ -165,3 +181,11 @@ def test_paper_size_defaults_are_the_papers():
     assert dict(cfg.stage.loss) == {"rec": 88.0, "trip": 1.0, "sync": 1.0, "style": 1.0, "tem": 1.0}
     assert (cfg.stage.triplet_margin, cfg.stage.clip_frames, cfg.stage.lr) == (5.0, 64, 1e-4)
     assert (cfg.model.generator.dim, cfg.model.generator.kernels, cfg.model.generator.max_style_frames) == (256, 8, 256)
+    cfg = compose_train(["stage=saas", ROOT])  # SAAS: the official audio_driven.json / style_exrtaction.json weights
+    assert dict(cfg.stage.loss) == {"recon": 1000.0, "mouth": 20.0, "cls": 50.0, "dis": 50.0, "trip": 10.0, "tem": 1.0}
+    assert dict(cfg.stage.codebook_phase.loss) == {"recon": 10.0, "cls": 0.01, "trip": 0.01}
+    assert (cfg.model.codebook.dim, cfg.model.codebook.layers, cfg.model.codebook.n_codes) == (256, 12, 500)
+    cfg = compose_train(["stage=saas_edit", ROOT])  # video_driven.json: the cycle term weighs as the reconstruction
+    assert cfg.stage.loss.cycle == 1000.0 and cfg.model.generator.source == "video"
+    cfg = compose_train(["stage=saas_pose", ROOT])  # audio2pose.json / pose_encoder.json
+    assert (cfg.stage.batch_size, cfg.model.pose_codebook.n_codes, cfg.model.predictor.hidden) == (64, 200, 200)

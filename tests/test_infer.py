@@ -96,14 +96,14 @@ def test_style_e_run_with_an_emotion_text(tiny_corpus, tmp_path):
     soundfile.write(speech, 0.3 * np.sin(np.arange(24000) / 7.0) * (np.arange(24000) % 8000 < 5000), 16000)
     out = tmp_path / "coeffs.mp4"
     res = infer(f"style_e={run_dir}", f"audio={speech}", f"text={FREE_TEXT}", "emotion_scale=2.0", f"out={out}",
-                "video=false")
+                "preview_video=false")
     assert res.returncode == 0, res.stderr[-3000:]
     assert np.load(tmp_path / "coeffs.npy").shape == (37, 260) and not os.path.exists(out)
     # the same description from a file gives the same coefficients; another text does not
     (tmp_path / "emotion.txt").write_text(FREE_TEXT + "\n", encoding="utf-8")
     for name, text in (("from_file", f"text_file={tmp_path / 'emotion.txt'}"), ("other", "text=calm and neutral")):
         res = infer(f"style_e={run_dir}", f"audio={speech}", text, "emotion_scale=2.0", f"out={tmp_path / name}.mp4",
-                    "video=false")
+                    "preview_video=false")
         assert res.returncode == 0, res.stderr[-3000:]
     assert np.array_equal(np.load(tmp_path / "from_file.npy"), np.load(tmp_path / "coeffs.npy"))
     assert not np.array_equal(np.load(tmp_path / "other.npy"), np.load(tmp_path / "coeffs.npy"))

@@ -1,13 +1,16 @@
 """infer.py end to end: photo + speech + text + art -> video, batch mode, and every bad input."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import soundfile
+import torch
 from conftest import REPO, compose_train
 
 from stylization.data.audio import SAMPLE_RATE, n_video_frames
@@ -211,3 +214,89 @@ def test_photo_real_rendering_with_pirender(demo_inputs, synthetic_corpus, tmp_p
     info = probe_video(out)
     assert info.n_frames == n_video_frames(int(1.3 * SAMPLE_RATE)) and info.width == 32  # the run's image_size
     assert "PIRenderer" in res.stdout and "Style-A" not in res.stdout
+
+
+def test_mode_edit_restyles_a_talking_video(demo_inputs, synthetic_corpus, tmp_path):
+    """mode=edit (SAAS's video-driven editing): a saas_edit run restyles a talking video with a style
+    clip; the output keeps the video's length and sound. Misuse fails in one line."""
+    from stylization.data.video import write_video
+
+    run_dir = saas_edit_run(demo_inputs, synthetic_corpus)
+    log = (run_dir / "train.log").read_text()
+    assert all(term in log for term in ("codebook_recon=", "cycle=", "recon_exp=", "mouth=")), log[-2000:]
+    corpus = Corpus(synthetic_corpus)
+    clips = corpus.clips("test")
+    video = tmp_path / "talk.mp4"
+    frames = read_video(corpus.path(clips[0], "video"))[:12]
+    wav = corpus.load_audio(clips[0])[: 12 * SAMPLE_RATE // 25]
+    write_video(video, frames, 25, wav)
+    style = corpus.path(clips[-1], "coeffs")
+    out = tmp_path / "edited.mp4"
+    res = infer("mode=edit", f"video={video}", f"style_clip={style}", f"saas_edit={run_dir}",
+                *tuple_args(demo_inputs, out, image=None, audio=None, text=None))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "SAAS edit" in res.stdout
+    info = probe_video(out)
+    assert info.n_frames == 12 and info.audio_duration is not None
+    coeffs = np.load(out.with_suffix(".npy"))
+    assert coeffs.shape == (12, 260)
+    bad = infer("mode=edit", f"video={video}", f"saas_edit={run_dir}", *tuple_args(demo_inputs, tmp_path / "x.mp4",
+                                                                                    image=None, audio=None, text=None))
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "style_clip" in bad.stderr and not (tmp_path / "x.mp4").exists()
+    res = subprocess.run([sys.executable, "scripts/eval_motion.py", f"run={run_dir}", f"data.root={synthetic_corpus}",
+                          "split=test", "device=cpu", "max_clips=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    scores = json.loads(res.stdout.strip().splitlines()[-1])
+    assert scores["clips"] == 1 and all(k in scores for k in ("m_lmd", "f_lmd", "still_f_lmd", "audio_only_m_lmd"))
+
+
+def saas_edit_run(demo_inputs, synthetic_corpus) -> Path:
+    """A two-step saas_edit run on the corpus (one codebook step, one generator step), made once."""
+    from stylization.engine.run import run_training
+
+    run_dir = demo_inputs["root"] / "saas_edit"
+    if not (run_dir / "checkpoints").is_dir():
+        run_training(compose_train([
+            "stage=saas_edit", "model=saas_edit_small", f"data.root={synthetic_corpus}", f"trainer.run_dir={run_dir}",
+            "stage.batch_size=2", "trainer.max_steps=2", "stage.codebook_steps=1", "data.val_split=null",
+            "trainer.checkpoint_every_steps=2", "trainer.log_every_steps=1", "model.codebook.dim=32",
+            "model.codebook.heads=2", "model.codebook.ffn=48", "model.codebook.layers=1", "model.codebook.n_codes=16",
+            "model.generator.style_dim=32", "model.generator.latent_dim=8", "trainer.num_workers=0", "trainer.device=cpu",
+            "trainer.image_every_steps=0"]))
+    return run_dir
+
+
+def test_poses_generated_from_the_speech(demo_inputs, synthetic_corpus, tmp_path):
+    """pose=audio: a saas_pose run (style codes from a saas_edit run's encoder) moves the head from the
+    speech: the pose track starts at the photo's and varies over time, and another seed samples other
+    poses."""
+    from hydra import compose, initialize_config_dir
+
+    from stylization.constants import COEFF_SLICES
+    from stylization.data.audio import load_audio
+    from stylization.engine.run import run_training
+    from stylization.pipeline import Job, Pipeline
+
+    pose_run = demo_inputs["root"] / "saas_pose"
+    run_training(compose_train([
+        "stage=saas_pose", "model=saas_pose_small", f"data.root={synthetic_corpus}", f"trainer.run_dir={pose_run}",
+        f"stage.codebook={saas_edit_run(demo_inputs, synthetic_corpus)}", "stage.batch_size=2", "trainer.max_steps=2",
+        "stage.codebook_steps=1", "data.val_split=null", "trainer.checkpoint_every_steps=2",
+        "model.pose_codebook.quant_factor=2", "model.predictor.audio_steps=16", "trainer.num_workers=0",
+        "trainer.device=cpu", "trainer.image_every_steps=0"]))
+    # the pose step in-process (the rest of the pipeline is the photo tests' business; rendering costs seconds)
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=[f"saas_pose={pose_run}"])
+    pipeline = Pipeline(cfg, torch.device("cpu"))
+    corpus = Corpus(synthetic_corpus)
+    source = corpus.load_coeffs(corpus.clips("test")[0])[0]
+    wav = load_audio(str(demo_inputs["audio"]))
+    pipeline.read_inputs(Job(audio=str(demo_inputs["audio"]), out=str(tmp_path / "o.mp4"), image=str(demo_inputs["image"]),
+                             text="A calm voice.", art=str(demo_inputs["art"]), pose="audio"))  # not a file: accepted
+    coeffs = np.tile(source, (n_video_frames(wav.size), 1))
+    angles = {seed: pipeline.pose(Job(audio=str(demo_inputs["audio"]), out=str(tmp_path / "o.mp4"), pose="audio",
+                                      seed=seed), source, coeffs, wav)[:, :3] for seed in (0, 1)}
+    angles = {"audio": angles[0], "seed": angles[1]}
+    np.testing.assert_array_equal(angles["audio"][0], source[COEFF_SLICES["angle"]])  # it starts at the photo's pose
+    assert np.ptp(angles["audio"], 0).max() > 0 and not np.allclose(angles["audio"], angles["seed"])

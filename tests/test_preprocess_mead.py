@@ -49,7 +49,7 @@ def mead_tree(tmp_path_factory):
     base = tmp_path_factory.mktemp("mead")
     corpus_root = base / "corpus"
     build_corpus(CorpusSpec(out=str(corpus_root), speakers=3, clips=1, seconds=1.2, resolution=256, workers=2,
-                            emotions=("neutral", "happy", "sad", "angry"), levels=(1, 3), styles=("cel",),
+                            emotions=("neutral", "happy", "sad", "angry"), levels=(3,), styles=("cel",),
                             art_references=1, test_speakers=1))
     corpus = Corpus(corpus_root)
     raw = base / "raw"
@@ -211,7 +211,7 @@ def test_frames_audio_and_landmarks_match_the_source(mead_tree, processed):
     errors = np.concatenate(errors)
     agreement = float(np.concatenate(same).mean())
     print("phonemes recognised in the processed clips, frames agreeing with the source's alignment:", agreement)
-    assert len(same) >= 12 and agreement > 0.4
+    assert len(same) >= 8 and agreement > 0.4
     groups = {name: round(float(errors[:, sl].mean()), 2) for name, sl in
               (("jaw", slice(0, 17)), ("brows", slice(17, 27)), ("nose", slice(27, 36)), ("eyes", slice(36, 48)),
                ("mouth", slice(48, 68)), ("all", slice(0, 68)))}
@@ -227,7 +227,7 @@ def test_splits_and_texts(processed):
     out, summary, _ = processed
     records = read_index(out)
     assert {r.speaker for r in records if r.split == "test"} == {"M003", "W009"}
-    assert summary["splits"] == {"test": 16, "train": 8}
+    assert summary["splits"] == {"test": 8, "train": 4}
     happy = [r for r in records if r.emotion == "happy"]
     words = ("happ", "smil", "cheer", "joy", "delight", "glad")
     assert all(len(r.texts) == 5 for r in records)
@@ -235,7 +235,7 @@ def test_splits_and_texts(processed):
     inspect = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_corpus.py"), str(out)], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert inspect.returncode == 0, inspect.stderr[-2000:]
-    assert json.loads(inspect.stdout.strip().splitlines()[-1]) == {"clips": 24, "speakers": 3, "damaged": 0,
+    assert json.loads(inspect.stdout.strip().splitlines()[-1]) == {"clips": 12, "speakers": 3, "damaged": 0,
                                                                    "short": 0, "speaker_disjoint": True}
 
 

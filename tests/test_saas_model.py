@@ -16,11 +16,13 @@ from stylization.loading import load_official
 from stylization.saas.adapter import ResidualAdapter
 from stylization.saas.codebook import AttentionPooling, VectorQuantizer, VQCodebook
 from stylization.saas.model import SAASGenerator
+from stylization.saas.pose import AudioPosePredictor
 
 
 def released_file(path, manifest: str, wrap_parts: bool):
     """Random tensors of a manifest, saved as the release saves them: {part: state dict} (the generator
-    files) or {'state_dict', 'optimizer', 'epoch'} (the pose codebook)."""
+    files) or {'state_dict', 'optimizer', 'epoch'} (the pose codebook, the audio-to-pose predictor: its
+    manifest's names keep DataParallel's "module." prefix, as the file does)."""
     g = torch.Generator().manual_seed(0)
     state = {name: (torch.randn(shape, generator=g) if shape else torch.tensor(0)) for name, shape in read_manifest(manifest)}
     for name in state:
@@ -40,15 +42,20 @@ def released_file(path, manifest: str, wrap_parts: bool):
     ("saas_video_driven", "saas_video_driven.tsv", lambda: SAASGenerator("video")),
     ("saas_audio_driven", "saas_audio_driven.tsv", lambda: SAASGenerator("audio")),
     ("saas_pose_codebook", "saas_pose_codebook.tsv", lambda: VQCodebook(in_dim=6, n_codes=200, classes=256)),
+    ("saas_audio2pose", "saas_audio2pose.tsv", AudioPosePredictor),
 ])
 def test_released_layouts_load_strictly(kind, manifest, module, tmp_path):
-    assert [(k, list(v.shape)) for k, v in module().state_dict().items()] == read_manifest(manifest)
+    expected = [(name.removeprefix("module."), shape) for name, shape in read_manifest(manifest)]
+    assert [(k, list(v.shape)) for k, v in module().state_dict().items()] == expected
     path = tmp_path / f"{kind}.pth"
-    released_file(path, manifest, wrap_parts=kind != "saas_pose_codebook")
+    released_file(path, manifest, wrap_parts=kind not in ("saas_pose_codebook", "saas_audio2pose"))
     model = load_official(kind, path).eval()
     with torch.no_grad():
         if kind == "saas_pose_codebook":
             assert model(torch.randn(2, 32, 6))["reconstruction"].shape == (2, 32, 6)
+        elif kind == "saas_audio2pose":
+            past = torch.randint(200, (2, 4))
+            assert model(torch.randn(2, 32, 28, 12), torch.randn(2, 256), past, 0).shape == (2, 8, 200)
         elif kind == "saas_video_driven":
             window = torch.randn(2, 32, 64)
             assert model(window, window, exp=torch.randn(2, 40, 64)).shape == (2, 40, 64)
@@ -62,6 +69,27 @@ def test_check_checkpoint_and_a_wrong_file(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("OK"), done.stderr[-500:]
     with pytest.raises(CheckpointError, match=r"no \['audio_encoder'\] entries"):
         load_official("saas_audio_driven", path)
+
+
+def test_released_pose_files_generate_poses_with_the_released_style_encoder(tmp_path):
+    """A folder holding the released audio2pose.pth and pose_codebook.pth (SAAS's checkpoints/audio2pose)
+    loads for pose=audio with the SAAS model's style encoder, and check_checkpoint accepts the predictor."""
+    from stylization.runs import load_saas_pose
+
+    released_file(tmp_path / "audio2pose.pth", "saas_audio2pose.tsv", wrap_parts=False)
+    released_file(tmp_path / "pose_codebook.pth", "saas_pose_codebook.tsv", wrap_parts=False)
+    done = subprocess.run([sys.executable, "scripts/check_checkpoint.py", "--kind", "saas_audio2pose",
+                           str(tmp_path / "audio2pose.pth")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("OK"), done.stderr[-500:]
+    with pytest.raises(CheckpointError, match="style encoder"):
+        load_saas_pose(tmp_path)
+    model = load_saas_pose(tmp_path, SAASGenerator("audio").style_encoder)
+    rng = np.random.default_rng(0)
+    code = model.style_code(rng.standard_normal((20, 64)).astype(np.float32) * 0.1)
+    wav = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
+    poses = model.generate(wav, 70, code, np.zeros(6), seed=3)
+    assert poses.shape == (70, 6) and np.isfinite(poses).all()
+    np.testing.assert_array_equal(poses, model.generate(wav, 70, code, np.zeros(6), seed=3))  # seeded
 
 
 def test_quantiser_rows_gradients_usage_and_reseeding():
@@ -182,6 +210,64 @@ def test_the_generator_stage_trains_every_part_but_the_frozen_codebook(tiny_corp
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "SAAS" in res.stdout, res.stderr[-3000:]
     assert np.load(tmp_path / "saas.npy").shape == (48, 260)
+
+
+def test_the_generator_stage_trains_its_own_codebook_first(tiny_corpus, tmp_path):
+    """stage=saas without stage.codebook (the documented one-command form): the first
+    stage.codebook_steps steps train the codebook, which is then frozen and copied into the generator's
+    style encoder and its EMA copy; the switch step is saved with the checkpoint. Then stage=saas_pose
+    on that run's style encoder, and scripts/eval_pose.py on the result."""
+    from conftest import compose_train
+
+    from stylization.engine.checkpoint import load_latest
+    from stylization.engine.run import run_training
+    from stylization.runs import load_run
+
+    run_dir = tmp_path / "saas"
+    cfg = compose_train(["stage=saas", "model=saas_small", f"data.root={tiny_corpus}", f"trainer.run_dir={run_dir}",
+                         "stage.batch_size=2", "trainer.max_steps=3", "stage.codebook_steps=2", "trainer.val_every_steps=3",
+                         "trainer.checkpoint_every_steps=3", "model.codebook.dim=32", "model.codebook.heads=2",
+                         "model.codebook.ffn=48", "model.codebook.layers=1", "model.codebook.n_codes=16",
+                         "model.generator.style_dim=32", "model.generator.latent_dim=8", "trainer.num_workers=0",
+                         "trainer.log_every_steps=1", "trainer.val_batches=1", "trainer.device=cpu",
+                         "trainer.image_every_steps=0", "stage.codebook_phase.reseed_every=1"])
+    run_training(cfg)
+    _, state = load_latest(str(run_dir))
+    assert state["stage_state"] == {"codebook_until": 2}
+    codebook = state["modules"]["codebook"]
+    shared = [k for k in codebook if k.split(".")[0] in ("encoder", "quantize", "self_attention")]
+    assert len(shared) > 10
+    for weights in (state["modules"]["generator"], state["ema"]["generator"]):
+        for k in shared:
+            assert torch.equal(weights[f"style_encoder.{k}"], codebook[k]), k
+    fresh = VQCodebook(in_dim=64, dim=32, layers=1, heads=2, ffn=48, n_codes=16, classes=4).state_dict()
+    moved = [k for k, v in codebook.items() if v.is_floating_point() and k in fresh and v.shape == fresh[k].shape
+             and not torch.equal(v, fresh[k])]
+    assert moved  # the codebook phase trained it
+    lines = (run_dir / "train.log").read_text()
+    assert "codebook_usage_perplexity=" in lines and "codebook_reseeded=" in lines and "recon_dtw=" in lines
+    run = load_run(run_dir)  # rebuilds from the recorded config (the codebook's size included)
+    assert run.module("generator", run.config.model.generator).style_encoder.quantize.embedding.weight.shape[0] == 16
+
+    # stage=saas_pose on that run's style encoder: the pose codebook, then the predictor; eval_pose reports
+    pose_dir = tmp_path / "pose"
+    run_training(compose_train(["stage=saas_pose", "model=saas_pose_small", f"data.root={tiny_corpus}",
+                                f"trainer.run_dir={pose_dir}", f"stage.codebook={run_dir}", "stage.batch_size=2",
+                                "trainer.max_steps=3", "stage.codebook_steps=1", "stage.reseed_every=1",
+                                "trainer.val_every_steps=3", "trainer.checkpoint_every_steps=3",
+                                "model.pose_codebook.quant_factor=2", "model.predictor.audio_steps=16",
+                                "trainer.num_workers=0", "trainer.log_every_steps=1", "trainer.val_batches=1",
+                                "trainer.device=cpu", "trainer.image_every_steps=0"]))
+    _, state = load_latest(str(pose_dir))
+    assert state["stage_state"] == {"codebook_until": 1}
+    assert torch.equal(state["modules"]["style_codebook"]["quantize.embedding.weight"], codebook["quantize.embedding.weight"])
+    lines = (pose_dir / "train.log").read_text()
+    assert "codebook_pose_l1=" in lines and "token_accuracy=" in lines and "mask_index=" in lines and "val ce=" in lines
+    res = subprocess.run([sys.executable, "scripts/eval_pose.py", f"run={pose_dir}", f"data.root={tiny_corpus}",
+                          "split=test", "device=cpu", "samples=2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["clips"] == 2 and out["pose_diversity_deg"] > 0 and "real_speed_energy_corr" in out
 
 
 def test_table_3_switches():

@@ -20,6 +20,7 @@ from stylization.constants import COEFF_SLICES, LEFT_EYE, RIGHT_EYE
 from stylization.data.audio import mel_windows, melspectrogram
 from stylization.data.coeffs import semantic_windows
 from stylization.data.corpus import ClipRecord, Corpus
+from stylization.data.mfcc import speech_mfcc_windows
 from stylization.data.video import read_video
 from stylization.errors import DataError
 
@@ -74,6 +75,7 @@ class ClipWindowDataset(Dataset):
     * ``source_exp`` float32 [64]: one frame's expression from another clip of the same
       speaker, a neutral one where there is one (the identity / reference condition)
     * ``mel`` float32 [W, 1, 80, 16] when ``with_mel``
+    * ``mfcc`` float32 [W, 28, 12] per-frame MFCC windows (SAAS's pose predictor's) when ``with_mfcc``
     * ``semantic`` float32 [W, 73, 27] renderer windows when ``with_semantic``
     * ``frames`` float32 [W, 3, H, W] in [-1, 1] when ``with_frames``
 
@@ -99,6 +101,7 @@ class ClipWindowDataset(Dataset):
         with_mel: bool = True,
         with_semantic: bool = False,
         with_frames: bool = False,
+        with_mfcc: bool = False,
         seed: int = 0,
         skip_damaged: bool = False,
         frame_cache_clips: int = 4,
@@ -110,6 +113,7 @@ class ClipWindowDataset(Dataset):
         self.window_frames = window_frames
         self.stride_frames = stride_frames or window_frames
         self.with_mel, self.with_semantic, self.with_frames = with_mel, with_semantic, with_frames
+        self.with_mfcc = with_mfcc
         self.seed, self.epoch = seed, 0
         self.clips = self._usable_clips(self.corpus.clips(split, speakers), skip_damaged)
         if not self.clips:
@@ -123,6 +127,7 @@ class ClipWindowDataset(Dataset):
         self._mels = LRUCache(mel_cache_clips)
         self._frames = LRUCache(frame_cache_clips)
         self._blinks = LRUCache(mel_cache_clips)
+        self._mfccs = LRUCache(mel_cache_clips)
 
     def _usable_clips(self, clips: list[ClipRecord], skip_damaged: bool) -> list[ClipRecord]:
         short = [r.id for r in clips if r.n_frames < self.window_frames]
@@ -157,6 +162,11 @@ class ClipWindowDataset(Dataset):
 
     def _mel(self, ci: int) -> np.ndarray:
         return self._mels.get_or_make(ci, lambda: melspectrogram(self.corpus.load_audio(self.clips[ci])))
+
+    def _mfcc(self, ci: int) -> np.ndarray:
+        """The clip's per-frame MFCC windows [n_frames, 28, 12] (:func:`speech_mfcc_windows`; 25 fps)."""
+        rec = self.clips[ci]
+        return self._mfccs.get_or_make(ci, lambda: speech_mfcc_windows(self.corpus.load_audio(rec), rec.n_frames))
 
     def _clip_frames(self, ci: int) -> np.ndarray:
         rec = self.clips[ci]
@@ -197,6 +207,8 @@ class ClipWindowDataset(Dataset):
         }
         if self.with_mel:
             item["mel"] = torch.from_numpy(mel_windows(self._mel(ci), np.arange(start, stop), rec.fps))
+        if self.with_mfcc:
+            item["mfcc"] = torch.from_numpy(self._mfcc(ci)[start:stop].copy())
         if self.with_semantic:
             centers = np.arange(start, stop)
             item["semantic"] = torch.from_numpy(semantic_windows(np.asarray(coeffs_all, np.float32), centers))

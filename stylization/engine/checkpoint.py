@@ -6,7 +6,8 @@ A training checkpoint is a plain dict of tensors and Python primitives (loadable
     {"format": "stylization-train/1", "stage": str, "step": int, "epoch": int,
      "batch_in_epoch": int, "config": dict (the resolved config), "code_version": str,
      "modules": {name: state_dict}, "ema": {name: state_dict}, "optimizers": {...},
-     "schedulers": {...}, "rng": [per-rank RNG state]}
+     "schedulers": {...}, "rng": [per-rank RNG state],
+     "stage_state": dict (the stage's own progress, TrainingStage.state_dict; may be absent)}
 
 Files are ``<run_dir>/checkpoints/step_<step:09d>.pt``. The newest is the one with the
 highest step *stored inside* that loads cleanly; a damaged file is reported and skipped.

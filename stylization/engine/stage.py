@@ -68,6 +68,33 @@ class StepContext:
         """Zero the optimiser's gradients, backpropagate ``loss``, clip, step. Returns the grad norm."""
         return self._trainer.optimize(optimizer, loss)
 
+    def budget_spent(self) -> float:
+        """The share of ``trainer.max_minutes`` spent so far (0 without a time budget), the same on
+        every rank (rank 0's clock). For stages whose phases split a time budget; a stage that uses it
+        records its phase switch in :meth:`TrainingStage.state_dict` so that resuming repeats it."""
+        return self._trainer.budget_spent()
+
+
+class FirstPhase:
+    """A stage's first phase (e.g. a codebook trained before the model that reads it): it lasts
+    ``steps`` steps or, with ``trainer.max_minutes``, until ``share`` of the budget is spent, whichever
+    comes first. The step it ended at (``until``) belongs in the stage's :meth:`TrainingStage.state_dict`,
+    so that a resumed run stays in the phase it was in."""
+
+    def __init__(self, steps: int, share: float, what: str):
+        if int(steps) < 0 or not 0 <= float(share) <= 1:
+            raise ConfigError(f"stage.{what}_steps must be >= 0 and stage.{what}_share in [0, 1]")
+        self.steps, self.share = int(steps), float(share)
+        self.until: int | None = None
+
+    def active(self, ctx: StepContext) -> bool:
+        """Whether step ``ctx.step`` is still in the phase (the first step that is not ends it)."""
+        if self.until is None:
+            if ctx.step < self.steps and ctx.budget_spent() < self.share:
+                return True
+            self.until = ctx.step
+        return False
+
 
 class TrainingStage(abc.ABC):
     """Base of every ``python train.py stage=<name>`` stage.
@@ -128,3 +155,10 @@ class TrainingStage(abc.ABC):
     def visualize(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor]:
         """Images [N, 3, H, W] in [0, 1] to log as grids; none by default."""
         return {}
+
+    def state_dict(self) -> dict:
+        """The stage's own progress (plain Python values) saved with each checkpoint; none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores :meth:`state_dict` on resuming (``{}`` from checkpoints that have none)."""

@@ -243,6 +243,7 @@ class Trainer:
                                           f"code version made it): {first}; resume it with the code and config that "
                                           "made it, or start a new trainer.run_dir", path) from None
         self.step = int(state["step"])
+        self.stage.load_state_dict(dict(state.get("stage_state", {})))
         rng = state["rng"]
         if len(rng) != self.env.world_size:
             log.warning("checkpoint has RNG states of %d ranks, this run has %d: RNG streams restart", len(rng),
@@ -265,6 +266,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "rng": rng,
+            "stage_state": self.stage.state_dict(),
         }
 
     def save_checkpoint(self) -> str:
@@ -296,6 +298,14 @@ class Trainer:
         return float(norm)
 
     # -- the loop ----------------------------------------------------------------------
+
+    def budget_spent(self) -> float:
+        """The share of ``trainer.max_minutes`` spent since the trainer started (0 without a budget), as
+        rank 0 measures it."""
+        if self.deadline == math.inf:
+            return 0.0
+        spent = (time.monotonic() - self.started) / (self.deadline - self.started)
+        return float(broadcast_object(spent, self.env))
 
     def out_of_time(self) -> bool:
         """Whether one more step would leave too little of ``trainer.max_minutes`` for the end.

@@ -115,7 +115,7 @@ class _Linear(nn.Module):
         return self.net(x)
 
 
-class _Positions(nn.Module):
+class Positions(nn.Module):
     """``pos_embedding`` [T, d], learned, added."""
 
     def __init__(self, length: int, dim: int):
@@ -135,7 +135,7 @@ class TransformerEncoder(nn.Module):
         self.squasher = nn.Sequential(conv_block(in_dim, dim, 2, False),
                                       *(conv_block(dim, dim, 1, True) for _ in range(1, quant_factor)))
         self.encoder_transformer = Transformer(dim, layers, heads, ffn)
-        self.encoder_pos_embedding = _Positions(tokens, dim)
+        self.encoder_pos_embedding = Positions(tokens, dim)
         self.encoder_linear_embedding = _Linear(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,7 +153,7 @@ class TransformerDecoder(nn.Module):
                               nn.LeakyReLU(0.2), nn.BatchNorm1d(dim))
         self.expander = nn.ModuleList([first, *(conv_block(dim, dim, 1, False) for _ in range(1, quant_factor))])
         self.decoder_transformer = Transformer(dim, layers, heads, ffn)
-        self.decoder_pos_embedding = _Positions(frames, dim)
+        self.decoder_pos_embedding = Positions(frames, dim)
         self.decoder_linear_embedding = _Linear(dim)
         self.cross_smooth_layer = nn.Conv1d(dim, out_dim, 5, padding=2)
 

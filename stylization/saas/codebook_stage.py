@@ -37,6 +37,56 @@ from stylization.styletalk.losses import triplet_loss
 LOSSES = ("recon", "cls", "trip")
 
 
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def codebook_terms(model: nn.Module, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                   labels: torch.Tensor, margin: float) -> dict[str, torch.Tensor]:
+    """Unweighted losses and diagnostics of the codebook on windows [B, 32, in] (one pass over the
+    three): anchors with their style ``labels`` [B] (-1: a style outside the class list, not classified),
+    positives of the same style, negatives of another. ``_latent`` is the encoder output for re-seeding."""
+    b = anchor.shape[0]
+    windows = torch.cat([anchor, positive, negative])
+    out = model(windows)
+    code_a, code_p, code_n = out["code"].chunk(3)
+    terms = {"recon_l1": F.l1_loss(out["reconstruction"], windows), "vq_loss": out["vq_loss"],
+             "trip": triplet_loss(code_a, code_p, code_n, margin),
+             "trip_accuracy": ((code_a - code_p).norm(dim=-1) < (code_a - code_n).norm(dim=-1)).float().mean(),
+             "perplexity": torch.tensor(unwrap(model).quantize.perplexity(out["indices"]))}
+    known = labels >= 0
+    if known.any():
+        logits = out["logits"][:b][known]
+        terms["cls"] = F.cross_entropy(logits, labels[known])
+        terms["cls_accuracy"] = (logits.argmax(-1) == labels[known]).float().mean()
+    terms["recon"] = terms["recon_l1"] + terms["vq_loss"]
+    terms["_latent"] = out["latent"]
+    return terms
+
+
+def codebook_step(ctx: StepContext, name: str, terms: dict[str, torch.Tensor], weights: dict[str, float],
+                  recipe) -> dict:
+    """One optimisation step of the codebook module and optimiser ``name`` on :func:`codebook_terms`'
+    output, weighted by ``weights``; every ``recipe.reseed_every`` steps rarely used codes are
+    re-seeded (``recipe``: a saas_codebook stage config). Returns the scalars to log."""
+    latent = terms.pop("_latent")
+    loss = sum(weights[k] * terms[k] for k in LOSSES if k in terms)
+    grad_norm = ctx.optimize(name, loss)
+    quantize = unwrap(ctx.modules[name]).quantize
+    out = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm,
+           "usage_perplexity": quantize.perplexity()}
+    if int(recipe.reseed_every) and (ctx.step + 1) % int(recipe.reseed_every) == 0:
+        out["reseeded"] = float(quantize.reseed_dead(latent, float(recipe.reseed_threshold), ctx.generator))
+    return out
+
+
+def check_recipe(recipe) -> None:
+    """A :class:`ConfigError` for re-seeding settings out of range (``recipe``: a saas_codebook stage config)."""
+    if int(recipe.reseed_every) < 0 or not 0 <= float(recipe.reseed_threshold) < 1:
+        raise ConfigError("stage.reseed_every must be >= 0 and stage.reseed_threshold in [0, 1)")
+
+
 class SAASCodebookStage(TrainingStage):
     """The multi-task VQ-VAE codebook (see the module docstring)."""
 
@@ -44,8 +94,7 @@ class SAASCodebookStage(TrainingStage):
         super().__init__(cfg)
         s = cfg.stage
         self.weights = loss_weights(s.loss, LOSSES)
-        if int(s.reseed_every) < 0 or not 0 <= float(s.reseed_threshold) < 1:
-            raise ConfigError("stage.reseed_every must be >= 0 and stage.reseed_threshold in [0, 1)")
+        check_recipe(s)
         self.styles = split_styles(str(cfg.data.root), str(cfg.data.train_split), cfg.data.speakers)
         if len(self.styles) < 2:
             raise ConfigError("the training split has fewer than two (speaker, emotion) styles; the triplet and the "
@@ -80,42 +129,12 @@ class SAASCodebookStage(TrainingStage):
         return {"codebook": torch.optim.Adam(modules["codebook"].parameters(), lr=float(s.lr), betas=tuple(s.betas))}
 
     def terms(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        """Unweighted losses and diagnostics of a batch (one pass over the 3 windows of each item)."""
-        b = batch["exp"].shape[0]
-        windows = torch.cat([batch["exp"], batch["positive_exp"], batch["negative_exp"]])
-        out = model(windows)
-        anchor, positive, negative = out["code"].chunk(3)
-        terms = {"recon_l1": F.l1_loss(out["reconstruction"], windows), "vq_loss": out["vq_loss"],
-                 "trip": triplet_loss(anchor, positive, negative, float(self.cfg.stage.triplet_margin)),
-                 "trip_accuracy": ((anchor - positive).norm(dim=-1) < (anchor - negative).norm(dim=-1)).float().mean(),
-                 "perplexity": torch.tensor(model.quantize.perplexity(out["indices"]))}
-        labels = batch["style_label"]
-        known = labels >= 0
-        if known.any():
-            logits = out["logits"][:b][known]
-            terms["cls"] = F.cross_entropy(logits, labels[known])
-            terms["cls_accuracy"] = (logits.argmax(-1) == labels[known]).float().mean()
-        terms["recon"] = terms["recon_l1"] + terms["vq_loss"]
-        terms["_latent"] = out["latent"]
-        return terms
+        """Unweighted losses and diagnostics of a batch (see :func:`codebook_terms`)."""
+        return codebook_terms(model, batch["exp"], batch["positive_exp"], batch["negative_exp"], batch["style_label"],
+                              float(self.cfg.stage.triplet_margin))
 
     def training_step(self, batch, ctx: StepContext):
-        terms = self.terms(ctx.modules["codebook"], batch)
-        latent = terms.pop("_latent")
-        loss = sum(self.weights[k] * terms[k] for k in LOSSES if k in terms)
-        grad_norm = ctx.optimize("codebook", loss)
-        s = self.cfg.stage
-        quantize = self._raw(ctx).quantize
-        out = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm,
-               "usage_perplexity": quantize.perplexity()}
-        if int(s.reseed_every) and (ctx.step + 1) % int(s.reseed_every) == 0:
-            out["reseeded"] = float(quantize.reseed_dead(latent, float(s.reseed_threshold), ctx.generator))
-        return out
-
-    @staticmethod
-    def _raw(ctx: StepContext) -> nn.Module:
-        module = ctx.modules["codebook"]
-        return getattr(module, "module", module)
+        return codebook_step(ctx, "codebook", self.terms(ctx.modules["codebook"], batch), self.weights, self.cfg.stage)
 
     @torch.no_grad()
     def validation_step(self, batch, ctx: StepContext):

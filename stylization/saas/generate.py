@@ -1,4 +1,5 @@
-"""SAAS at inference: speech + a source expression + a style clip -> an expression sequence.
+"""SAAS at inference: speech + a source expression + a style clip -> an expression sequence, or
+(video-driven editing) a performance's expressions + a style clip -> the performance restyled.
 
 As the official audio-driven inference composes the parts: the source style code from the source
 frame's expression repeated over a style window, the target style code from a window of the style
@@ -27,7 +28,8 @@ def style_window(exp: np.ndarray, frames: int) -> np.ndarray:
 
 
 class SAASMotion(nn.Module):
-    """Wraps a trained audio-driven :class:`~stylization.saas.model.SAASGenerator` (eval mode)."""
+    """Wraps a trained :class:`~stylization.saas.model.SAASGenerator` (eval mode): audio-driven
+    (:meth:`generate`) or video-driven (:meth:`edit`)."""
 
     def __init__(self, generator: nn.Module):
         super().__init__()
@@ -53,3 +55,54 @@ class SAASMotion(nn.Module):
         out = self.generator.generate(target_code, source_code, mel=mel[None].to(self.device),
                                       source_exp=source_exp[None], blink=blink)
         return out[0].float()
+
+    @torch.no_grad()
+    def edit(self, exp: torch.Tensor, target_code: torch.Tensor) -> torch.Tensor:
+        """Video-driven editing: a performance's expressions [T, 64] and a target code [1, D] -> the
+        performance in the target style [T, 64]. The source style is the code of its first 32 frames
+        (the official inference's; a shorter performance is played back and forth)."""
+        if self.generator.source != "video":
+            raise ValueError("editing needs the video-driven generator (a saas_edit run or video_driven.pth)")
+        source_code = self.style_code(exp[: self.generator.style_frames].cpu().numpy())
+        out = self.generator.generate(target_code, source_code, exp=exp[None].to(self.device).float())
+        return out[0].float()
+
+
+class SAASPose(nn.Module):
+    """SAAS's head poses from speech (eval mode): the audio-to-pose predictor, the pose codebook and the
+    style encoder whose codes the predictor was trained with (a saas_pose run's ``style_codebook``, or
+    the released SAAS model's ``style_encoder``)."""
+
+    def __init__(self, predictor: nn.Module, pose_codebook: nn.Module, style_encoder: nn.Module):
+        super().__init__()
+        self.predictor = predictor.eval()
+        self.pose_codebook = pose_codebook.eval()
+        self.style_encoder = style_encoder.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.predictor.parameters()).device
+
+    @torch.no_grad()
+    def style_code(self, exp: np.ndarray) -> torch.Tensor:
+        """Expressions [S, 64] of the style (S >= 1; their centre window) -> code [1, D]."""
+        window = style_window(exp, self.style_encoder.frames)
+        return self.style_encoder.encode(torch.from_numpy(window)[None].to(self.device))["code"]
+
+    @torch.no_grad()
+    def generate(self, wav: np.ndarray, n_frames: int, code: torch.Tensor, first_pose: np.ndarray, top_p: float = 0.9,
+                 temperature: float = 0.7, seed: int = 0, smooth: bool = True) -> np.ndarray:
+        """Speech [S] at 16 kHz, the number of 25 fps frames, a style code [1, D] and the pose to start
+        from [6] -> poses [n_frames, 6] (angles in radians, translation), sampled with nucleus sampling
+        (``top_p``; 0: the most likely tokens) from a generator seeded with ``seed``."""
+        from stylization.data.mfcc import speech_mfcc_windows
+        from stylization.saas.pose import generate_poses
+
+        audio = torch.from_numpy(speech_mfcc_windows(wav, n_frames))[None].to(self.device)
+        window = self.predictor.audio_steps
+        first = torch.as_tensor(np.asarray(first_pose, np.float32).reshape(1, 1, -1), device=self.device)
+        generator = torch.Generator(self.device).manual_seed(int(seed))
+        poses = generate_poses(self.predictor, self.pose_codebook, audio, code.to(self.device),
+                               first.expand(1, window, -1), top_p=top_p, generator=generator, smooth=smooth,
+                               temperature=temperature)
+        return poses[0].float().cpu().numpy()
