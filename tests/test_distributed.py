@@ -37,3 +37,23 @@ def test_cpu_threads_share_the_cores_among_local_processes(monkeypatch):
     assert cpu_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cpu_threads() == 3
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_saas_edit(tiny_corpus, tmp_path):
+    """A SAAS generator stage under torchrun: the in-run codebook phase, then the generator (called
+    through its forward, twice a step for the cycle) and its discriminators, all DDP-wrapped."""
+    run_dir = tmp_path / "ddp_saas"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           "stage=saas_edit", "model=saas_edit_small", f"data.root={tiny_corpus}", f"trainer.run_dir={run_dir}",
+           "stage.batch_size=2", "trainer.max_steps=3", "stage.codebook_steps=1", "trainer.max_minutes=null",
+           "data.val_split=null", "trainer.checkpoint_every_steps=3", "model.codebook.dim=32", "model.codebook.heads=2",
+           "model.codebook.ffn=48", "model.codebook.layers=1", "model.codebook.n_codes=16",
+           "model.generator.style_dim=32", "model.generator.latent_dim=8", "trainer.num_workers=0",
+           "trainer.device=cpu", "trainer.image_every_steps=0"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-4000:]
+    state = torch.load(run_dir / "checkpoints" / "step_000000003.pt", weights_only=True)
+    assert state["stage_state"] == {"codebook_until": 1} and len(state["rng"]) == 2
+    assert not any(k.startswith("module.") for k in state["modules"]["generator"])

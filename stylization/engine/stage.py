@@ -115,6 +115,10 @@ class TrainingStage(abc.ABC):
         """Windows per process per step."""
         return int(self.cfg.stage.batch_size)
 
+    #: DistributedDataParallel's ``find_unused_parameters`` for this stage's modules: True where some
+    #: trainable parameters sit out some steps (a per-step draw, a phase), at the cost of a graph walk.
+    find_unused_parameters: bool = False
+
     @property
     def ema_modules(self) -> tuple[str, ...]:
         """Names of the modules the trainer keeps an EMA of (``stage.ema_modules``; used when

@@ -203,7 +203,8 @@ class Trainer:
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.env.world_size > 1 and any(p.requires_grad for p in module.parameters()):
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-            return DistributedDataParallel(module, device_ids=ids)
+            return DistributedDataParallel(module, device_ids=ids,
+                                           find_unused_parameters=bool(self.stage.find_unused_parameters))
         return module
 
     def _maybe_resume(self):

@@ -143,6 +143,26 @@ class ResidualAdapter(nn.Module):
         self.linear_layers_hh = nn.ModuleList(HyperNetwork(width) for _ in range(n))
         self.linear_layers_bias_ih = nn.ModuleList(nn.Linear(style_dim, style_dim) for _ in range(n))
         self.linear_layers_bias_hh = nn.ModuleList(nn.Linear(style_dim, style_dim) for _ in range(n))
+        self._freeze_unused()
+
+    def _freeze_unused(self) -> None:
+        """The layout's tensors the forward never reads stay in the state dict but need no gradient
+        (DistributedDataParallel insists that every trainable parameter reaches the loss): with
+        HyperStyle, ``ra_style_tmp``'s layers 1-4 (replaced by the modulated ones) and ``ra_style``'s
+        layers 0 and 5; without it, ``ra_style`` and the hypernetworks."""
+        def layer(name: str) -> int:  # "weight_ih_l3" -> 3
+            return int(name.rsplit("_l", 1)[1])
+
+        if self.hyperstyle:
+            unused = [p for name, p in self.ra_style_tmp.named_parameters() if layer(name) in MODULATED_LAYERS]
+            unused += [p for name, p in self.ra_style.named_parameters() if layer(name) not in MODULATED_LAYERS]
+        else:
+            unused = list(self.ra_style.parameters())
+            for hyper in (self.linear_layers_ih, self.linear_layers_hh, self.linear_layers_bias_ih,
+                          self.linear_layers_bias_hh):
+                unused += list(hyper.parameters())
+        for p in unused:
+            p.requires_grad_(False)
 
     def style_parameters(self, style: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per sample, the style LSTM's parameters: layers 0 and 5 ``ra_style_tmp``'s, layers 1-4

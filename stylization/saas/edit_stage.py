@@ -40,7 +40,7 @@ class SAASEditStage(SAASStage):
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes of A's and B's windows [B, D] -> (transfer [B, T, 64] in B's style, recon [B, T, 64] in A's)."""
         b = s_a.shape[0]
-        out = generator.generate(torch.cat([s_b, s_a]), torch.cat([s_a, s_a]), exp=batch["exp"].repeat(2, 1, 1))
+        out = generator(torch.cat([s_b, s_a]), torch.cat([s_a, s_a]), exp=batch["exp"].repeat(2, 1, 1))
         return out[:b], out[b:]
 
     def sequence_terms(self, recon: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ class SAASEditStage(SAASStage):
 
     def extra_terms(self, generator: nn.Module, batch: dict, transfer: torch.Tensor, c_a: torch.Tensor,
                     c_b: torch.Tensor, kp_true: torch.Tensor) -> dict[str, torch.Tensor]:
-        back = generator.generate(c_a, c_b, exp=transfer).float()
+        back = generator(c_a, c_b, exp=transfer).float()
         exp_term = F.mse_loss(back, batch["exp"])
         kp_term = F.mse_loss(self.keypoints(back, batch["coeffs"]), kp_true)
         return {"cycle": exp_term + kp_term, "cycle_exp": exp_term}

@@ -13,6 +13,9 @@ As the official inference composes them:
 * z = input encoder(source expressions or Audio2Exp(speech), source style);
 * expressions = decoder(ra(z, target style), target style) [B, T, 64].
 
+``forward`` takes the two styles as windows or as codes (training calls it, so that
+DistributedDataParallel sees the pass); ``generate`` takes codes.
+
 Pure ``nn.Module``.
 """
 
@@ -72,7 +75,9 @@ class SAASGenerator(nn.Module):
             z = self.audio_encoder(mel, source_exp, blink, source_style)
         return self.decoder(self.ra(z, target_style), target_style)
 
-    def forward(self, style_window: torch.Tensor, source_window: torch.Tensor, **source) -> torch.Tensor:
-        """Target style window [B, 32, 64], source style window [B, 32, 64], and the source motion
-        (:meth:`generate`'s keywords) -> expressions [B, T, 64]."""
-        return self.generate(self.style(style_window), self.style(source_window), **source)
+    def forward(self, target: torch.Tensor, source_style: torch.Tensor, **source) -> torch.Tensor:
+        """The target style and the source style, each a window [B, 32, 64] (encoded here) or a code
+        [B, D], and the source motion (:meth:`generate`'s keywords) -> expressions [B, T, 64]. Training
+        calls this (not :meth:`generate`) so that DistributedDataParallel sees the forward pass."""
+        codes = [self.style(x) if x.dim() == 3 else x for x in (target, source_style)]
+        return self.generate(*codes, **source)

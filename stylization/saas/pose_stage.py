@@ -50,6 +50,10 @@ def pose_of(coeffs: torch.Tensor) -> torch.Tensor:
 class SAASPoseStage(TrainingStage):
     """The pose codebook, then the audio-to-pose predictor (see the module docstring)."""
 
+    # the visible past is drawn per step (none of it on some steps), the past transformer is never used
+    # (as in the official training), and the pose codebook's class head is layout only
+    find_unused_parameters = True
+
     def __init__(self, cfg):
         super().__init__(cfg)
         s = cfg.stage

@@ -202,7 +202,7 @@ class SAASStage(WindowStage):
     @torch.no_grad()
     def style_codes(generator: nn.Module, batch: dict, *keys: str) -> list[torch.Tensor]:
         """The frozen style encoder's codes [B, D] of the batch's windows ``keys`` (one pass)."""
-        codes = generator.style(torch.cat([batch[k] for k in keys]))
+        codes = unwrap(generator).style(torch.cat([batch[k] for k in keys]))
         return list(codes.chunk(len(keys)))
 
     def generate(self, generator: nn.Module, batch: dict, s_a: torch.Tensor, s_b: torch.Tensor
@@ -211,7 +211,7 @@ class SAASStage(WindowStage):
         b = s_a.shape[0]
         source = dict(mel=batch["mel"].repeat(2, 1, 1, 1, 1), source_exp=batch["source_exp"].repeat(2, 1),
                       blink=batch["blink"].repeat(2, 1))
-        out = generator.generate(torch.cat([s_b, s_a]), torch.cat([s_a, s_a]), **source)
+        out = generator(torch.cat([s_b, s_a]), torch.cat([s_a, s_a]), **source)
         return out[:b], out[b:]
 
     def sequence_terms(self, recon: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
