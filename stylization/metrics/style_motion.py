@@ -217,3 +217,34 @@ def smd(generated, reference, grid: Sequence[tuple[int, int]] = DEFAULT_WINDOW_G
     """SMD, Eq. 10 on D-A, averaged over ``grid``; percent."""
     return _grid_mean("area", generated, reference, grid)
 
+
+
+STYLE_METRICS = {"sld": sld, "slv": slv, "smd": smd}
+
+
+def speaker_separation(clips: dict[str, list], pairs: int = 6, seed: int = 0) -> dict[str, float]:
+    """Whether speakers have motion styles these metrics can tell apart: per speaker, ``pairs`` times,
+    a clip (the reference) is compared with another clip of the same speaker (within) and with a clip
+    of another speaker (between). ``clips``: speaker -> landmark sequences [T, 68, 2|3] (>= 2 each;
+    2+ speakers). Returns, per metric, the mean within and between scores (percent) and
+    ``<metric>_separated``: the share of draws where between > within (0.5: indistinguishable).
+    SLD also sees face shape (identity), SLV and SMD only motion."""
+    speakers = sorted(clips)
+    if len(speakers) < 2 or any(len(clips[s]) < 2 for s in speakers):
+        raise ValueError("speaker_separation needs at least 2 speakers with at least 2 clips each")
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[tuple[float, float]]] = {k: [] for k in STYLE_METRICS}
+    for s in speakers:
+        own = clips[s]
+        for _ in range(pairs):
+            ref, same = rng.choice(len(own), 2, replace=False)
+            other = speakers[(speakers.index(s) + 1 + int(rng.integers(len(speakers) - 1))) % len(speakers)]
+            stranger = clips[other][int(rng.integers(len(clips[other])))]
+            for name, metric in STYLE_METRICS.items():
+                scores[name].append((metric(own[same], own[ref]), metric(stranger, own[ref])))
+    out: dict[str, float] = {}
+    for name, rows in scores.items():
+        within, between = np.array(rows).T
+        out.update({f"{name}_within": round(float(within.mean()), 4), f"{name}_between": round(float(between.mean()), 4),
+                    f"{name}_separated": round(float((between > within).mean()), 4)})
+    return out
