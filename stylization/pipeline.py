@@ -56,8 +56,8 @@ MAX_TEXT = 300
 COEFF_BACKENDS = ("auto", "deep3d", "fit")
 RENDERERS = ("style_a", "pirender")
 CLIP_MOTIONS = ("styletalk", "saas")  # the models that take the emotion from a style clip
-MODES = ("generate", "edit")
-POSE_FROM_AUDIO = "audio"  # pose=audio: SAAS's head poses generated from the speech  # a face speaking new speech | a talking video restyled (SAAS's video-driven editing)
+MODES = ("generate", "edit")  # a face speaking new speech | a talking video restyled (SAAS's video-driven editing)
+POSE_FROM_AUDIO = "audio"  # pose=audio: SAAS's head poses generated from the speech
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -540,8 +540,8 @@ class Pipeline:
         if self.pose_model is None:
             from stylization.runs import load_saas_pose
 
-            saas = self.clip_model if self.cfg.motion == "saas" else None  # loaded by the motion step
-            style_encoder = None if saas is None else saas.generator.style_encoder
+            # the released pose files read codes with the released SAAS model's style encoder (loaded on demand)
+            style_encoder = (lambda: self._clip_motion()[0].generator.style_encoder) if self.cfg.motion == "saas" else None
             self.pose_model = load_saas_pose(str(self.cfg.saas_pose), style_encoder).to(self.device)
         return self.pose_model
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -233,11 +234,11 @@ SAAS_POSE_HINT = "train one with: python train.py stage=saas_pose model=saas_pos
 RELEASED_POSE_FILES = ("audio2pose.pth", "pose_codebook.pth")
 
 
-def load_saas_pose(path: str | os.PathLike, style_encoder: nn.Module | None = None):
+def load_saas_pose(path: str | os.PathLike, style_encoder: Callable[[], nn.Module] | None = None):
     """SAAS's poses from speech (:class:`~stylization.saas.generate.SAASPose`): a ``saas_pose`` run
     (directory or checkpoint; EMA predictor), or a folder holding the released ``audio2pose.pth`` and
     ``pose_codebook.pth`` (SAAS's ``checkpoints/audio2pose``), which read style codes with the released
-    SAAS model's style encoder: pass it as ``style_encoder``."""
+    SAAS model's style encoder: ``style_encoder()`` gives it (called only for the released files)."""
     from stylization.loading import load_official
     from stylization.saas.generate import SAASPose
 
@@ -249,7 +250,8 @@ def load_saas_pose(path: str | os.PathLike, style_encoder: nn.Module | None = No
             raise CheckpointError("the released pose files read style codes with SAAS's style encoder: use them with "
                                   "motion=saas and saas= the released audio_driven.pth", path)
         return SAASPose(load_official("saas_audio2pose", os.path.join(path, RELEASED_POSE_FILES[0])),
-                        load_official("saas_pose_codebook", os.path.join(path, RELEASED_POSE_FILES[1])), style_encoder)
+                        load_official("saas_pose_codebook", os.path.join(path, RELEASED_POSE_FILES[1])),
+                        style_encoder())
     run = load_run(path, hint=SAAS_POSE_HINT)
     if run.stage != "saas_pose":
         raise CheckpointError(f"is a {run.stage!r} run, not a 'saas_pose' one; {SAAS_POSE_HINT}", run.path)

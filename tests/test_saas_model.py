@@ -83,7 +83,7 @@ def test_released_pose_files_generate_poses_with_the_released_style_encoder(tmp_
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("OK"), done.stderr[-500:]
     with pytest.raises(CheckpointError, match="style encoder"):
         load_saas_pose(tmp_path)
-    model = load_saas_pose(tmp_path, SAASGenerator("audio").style_encoder)
+    model = load_saas_pose(tmp_path, lambda: SAASGenerator("audio").style_encoder)
     rng = np.random.default_rng(0)
     code = model.style_code(rng.standard_normal((20, 64)).astype(np.float32) * 0.1)
     wav = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
@@ -284,3 +284,27 @@ def test_table_3_switches():
     ra(latent, style).sum().backward()
     assert all(p.grad is None for p in ra.linear_layers_ih.parameters())
     assert ra.ra_style_tmp.weight_ih_l3.grad is not None and ra.ra_style.weight_ih_l3.grad is None
+
+
+def test_edit_restyles_with_the_source_style_of_the_first_32_frames():
+    """SAASMotion.edit is the official video-driven inference: the source code from the performance's
+    first 32 frames, the target code from the style clip's centre window, the generator on the whole
+    performance; the audio-driven generator refuses to edit."""
+    from stylization.saas.generate import SAASMotion, style_window
+
+    torch.manual_seed(0)
+    tiny = {"latent_dim": 8, "style_dim": 32, "style_encoder": {"dim": 32, "layers": 1, "heads": 2, "ffn": 48,
+                                                                   "n_codes": 16}}
+    generator = SAASGenerator("video", **tiny).eval()
+    model = SAASMotion(generator)
+    rng = np.random.default_rng(0)
+    performance = torch.from_numpy(rng.standard_normal((45, 64)).astype(np.float32) * 0.1)
+    clip = rng.standard_normal((70, 64)).astype(np.float32) * 0.1
+    code = model.style_code(clip)
+    with torch.no_grad():
+        torch.testing.assert_close(code, generator.style(torch.from_numpy(clip[19:51])[None]))  # the centre 32
+        expected = generator(torch.from_numpy(clip[19:51])[None], performance[None, :32], exp=performance[None])[0]
+    torch.testing.assert_close(model.edit(performance, code), expected)
+    np.testing.assert_array_equal(style_window(clip[:5], 8), clip[[0, 1, 2, 3, 4, 3, 2, 1]])  # short: back and forth
+    with pytest.raises(ValueError, match="video-driven"):
+        SAASMotion(SAASGenerator("audio", **tiny)).edit(performance, code)

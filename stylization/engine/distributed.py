@@ -80,6 +80,11 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
 def broadcast_object(obj, env: DistEnv):
     """Rank 0's ``obj`` on every rank."""
     if env.world_size == 1:

@@ -137,13 +137,20 @@ class TrainingStage(abc.ABC):
         """LR schedulers by name, stepped once per training step; no scheduler by default."""
         return {}
 
-    @abc.abstractmethod
+    def split_dataset(self, split: str) -> Dataset:
+        """The dataset of one corpus split. A stage that builds its training and validation sets the
+        same way defines this and inherits :meth:`train_dataset` / :meth:`val_dataset`; the others
+        override those two."""
+        raise TypeError(f"stage {self.name!r} defines neither train_dataset nor split_dataset")
+
     def train_dataset(self) -> Dataset:
-        """The training set; items are dicts collated by the default collate function."""
+        """The training set (``data.train_split``); items are dicts collated by the default collate function."""
+        return self.split_dataset(str(self.cfg.data.train_split))
 
     def val_dataset(self) -> Dataset | None:
-        """The validation set, or None to skip validation."""
-        return None
+        """The validation set (``data.val_split``), or None to skip validation."""
+        split = self.cfg.data.val_split
+        return None if split is None else self.split_dataset(str(split))
 
     @abc.abstractmethod
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, torch.Tensor | float]:

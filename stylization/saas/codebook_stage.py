@@ -30,16 +30,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from stylization.data.style_clips import StyleClipDataset, split_styles
+from stylization.engine.distributed import unwrap
 from stylization.engine.stage import StepContext, TrainingStage, loss_weights
 from stylization.errors import ConfigError
 from stylization.styletalk.losses import triplet_loss
 
 LOSSES = ("recon", "cls", "trip")
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return getattr(module, "module", module)
 
 
 def codebook_terms(model: nn.Module, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
@@ -65,13 +61,17 @@ def codebook_terms(model: nn.Module, anchor: torch.Tensor, positive: torch.Tenso
     return terms
 
 
-def codebook_step(ctx: StepContext, name: str, terms: dict[str, torch.Tensor], weights: dict[str, float],
-                  recipe) -> dict:
-    """One optimisation step of the codebook module and optimiser ``name`` on :func:`codebook_terms`'
-    output, weighted by ``weights``; every ``recipe.reseed_every`` steps rarely used codes are
-    re-seeded (``recipe``: a saas_codebook stage config). Returns the scalars to log."""
+def weighted(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """The codebook's loss: :func:`codebook_terms` weighted by ``weights`` (``cls`` only where known)."""
+    return sum(weights[k] * terms[k] for k in LOSSES if k in terms)
+
+
+def codebook_step(ctx: StepContext, name: str, terms: dict[str, torch.Tensor], loss: torch.Tensor, recipe) -> dict:
+    """One optimisation step of a VQ codebook (module and optimiser ``name``; the expression codebook
+    or the pose codebook) on ``loss``; every ``recipe.reseed_every`` steps its rarely used codes are
+    re-seeded with ``terms["_latent"]`` (``recipe``: a stage config with the re-seeding keys). Returns
+    the scalars to log: ``terms``, the loss, the grad norm and the running code-use perplexity."""
     latent = terms.pop("_latent")
-    loss = sum(weights[k] * terms[k] for k in LOSSES if k in terms)
     grad_norm = ctx.optimize(name, loss)
     quantize = unwrap(ctx.modules[name]).quantize
     out = {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm,
@@ -108,18 +108,11 @@ class SAASCodebookStage(TrainingStage):
         c = self.cfg.model.codebook
         return int(c.tokens) * 2 ** int(c.quant_factor)
 
-    def _dataset(self, split: str) -> StyleClipDataset:
+    def split_dataset(self, split: str) -> StyleClipDataset:
         d = self.cfg.data
         styles = self.styles if split == str(d.train_split) else None
         return StyleClipDataset(d.root, split, self.window_frames, self.window_frames, styles,
                                 float(self.cfg.stage.hard_negative), d.speakers, int(self.cfg.seed), with_phonemes=False)
-
-    def train_dataset(self):
-        return self._dataset(str(self.cfg.data.train_split))
-
-    def val_dataset(self):
-        split = self.cfg.data.val_split
-        return None if split is None else self._dataset(str(split))
 
     def build_modules(self) -> dict[str, nn.Module]:
         return {"codebook": instantiate(self.cfg.model.codebook)}
@@ -134,7 +127,8 @@ class SAASCodebookStage(TrainingStage):
                               float(self.cfg.stage.triplet_margin))
 
     def training_step(self, batch, ctx: StepContext):
-        return codebook_step(ctx, "codebook", self.terms(ctx.modules["codebook"], batch), self.weights, self.cfg.stage)
+        terms = self.terms(ctx.modules["codebook"], batch)
+        return codebook_step(ctx, "codebook", terms, weighted(terms, self.weights), self.cfg.stage)
 
     @torch.no_grad()
     def validation_step(self, batch, ctx: StepContext):

@@ -27,6 +27,15 @@ def style_window(exp: np.ndarray, frames: int) -> np.ndarray:
     return exp[start: start + frames]
 
 
+@torch.no_grad()
+def clip_style_code(encoder: nn.Module, exp: np.ndarray) -> torch.Tensor:
+    """A style clip's expressions [S, 64] (S >= 1) -> the code [1, D] of a style encoder
+    (:class:`~stylization.saas.codebook.VQStyleEncoder` or a codebook) on its centre window."""
+    device = next(encoder.parameters()).device
+    window = style_window(exp, encoder.frames)
+    return encoder.encode(torch.from_numpy(window)[None].to(device))["code"]
+
+
 class SAASMotion(nn.Module):
     """Wraps a trained :class:`~stylization.saas.model.SAASGenerator` (eval mode): audio-driven
     (:meth:`generate`) or video-driven (:meth:`edit`)."""
@@ -39,11 +48,9 @@ class SAASMotion(nn.Module):
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
 
-    @torch.no_grad()
     def style_code(self, exp: np.ndarray) -> torch.Tensor:
-        """A style clip's expressions [S, 64] (S >= 1) -> code [1, D]."""
-        window = style_window(exp, self.generator.style_frames)
-        return self.generator.style(torch.from_numpy(window)[None].to(self.device))
+        """A style clip's expressions [S, 64] (S >= 1) -> code [1, D] (:func:`clip_style_code`)."""
+        return clip_style_code(self.generator.style_encoder, exp)
 
     @torch.no_grad()
     def generate(self, mel: torch.Tensor, source_exp: torch.Tensor, target_code: torch.Tensor) -> torch.Tensor:
@@ -83,11 +90,9 @@ class SAASPose(nn.Module):
     def device(self) -> torch.device:
         return next(self.predictor.parameters()).device
 
-    @torch.no_grad()
     def style_code(self, exp: np.ndarray) -> torch.Tensor:
-        """Expressions [S, 64] of the style (S >= 1; their centre window) -> code [1, D]."""
-        window = style_window(exp, self.style_encoder.frames)
-        return self.style_encoder.encode(torch.from_numpy(window)[None].to(self.device))["code"]
+        """Expressions [S, 64] of the style (S >= 1) -> code [1, D] (:func:`clip_style_code`)."""
+        return clip_style_code(self.style_encoder, exp)
 
     @torch.no_grad()
     def generate(self, wav: np.ndarray, n_frames: int, code: torch.Tensor, first_pose: np.ndarray, top_p: float = 0.9,

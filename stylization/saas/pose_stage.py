@@ -32,10 +32,11 @@ from torch import nn
 
 from stylization.constants import COEFF_SLICES
 from stylization.data.datasets import ClipWindowDataset
+from stylization.engine.distributed import unwrap
 from stylization.engine.stage import FirstPhase, StepContext, TrainingStage
 from stylization.errors import ConfigError
 from stylization.runs import load_run
-from stylization.saas.codebook_stage import unwrap
+from stylization.saas.codebook_stage import check_recipe, codebook_step
 from stylization.saas.pose import sample_mask_index
 
 STYLE_HINT = "train one with: python train.py stage=saas model=saas_small data.root=DIR (or stage=saas_codebook)"
@@ -58,8 +59,7 @@ class SAASPoseStage(TrainingStage):
         super().__init__(cfg)
         s = cfg.stage
         self.phase = FirstPhase(s.codebook_steps, s.codebook_share, "codebook")
-        if int(s.reseed_every) < 0 or not 0 <= float(s.reseed_threshold) < 1:
-            raise ConfigError("stage.reseed_every must be >= 0 and stage.reseed_threshold in [0, 1)")
+        check_recipe(s)
         if s.codebook is None:
             raise ConfigError(f"stage.codebook must name a run whose style encoder gives the style codes; {STYLE_HINT}")
         run = load_run(str(s.codebook), hint=STYLE_HINT)
@@ -86,18 +86,11 @@ class SAASPoseStage(TrainingStage):
     def load_state_dict(self, state: dict) -> None:
         self.phase.until = state.get("codebook_until")
 
-    def _dataset(self, split: str) -> ClipWindowDataset:
+    def split_dataset(self, split: str) -> ClipWindowDataset:
         d = self.cfg.data
         return ClipWindowDataset(d.root, split=split, window_frames=2 * self.window, speakers=d.speakers,
                                  seed=int(self.cfg.seed), skip_damaged=bool(d.skip_damaged), with_mel=False,
                                  with_mfcc=True)
-
-    def train_dataset(self):
-        return self._dataset(str(self.cfg.data.train_split))
-
-    def val_dataset(self):
-        split = self.cfg.data.val_split
-        return None if split is None else self._dataset(str(split))
 
     def build_modules(self) -> dict[str, nn.Module]:
         m = self.cfg.model
@@ -153,18 +146,11 @@ class SAASPoseStage(TrainingStage):
     # -- steps ----------------------------------------------------------------------------
 
     def training_step(self, batch, ctx: StepContext):
-        s = self.cfg.stage
-        if self.codebook_phase(ctx):
+        if self.codebook_phase(ctx):  # the official calc_vq_loss_pose: L1 + the VQ loss
             terms = self.codebook_terms(ctx.modules["pose_codebook"], batch)
-            latent = terms.pop("_latent")
             loss = terms["pose_l1"] + terms["vq_loss"]
-            grad_norm = ctx.optimize("pose_codebook", loss)
-            quantize = unwrap(ctx.modules["pose_codebook"]).quantize
-            out = {"codebook_loss": loss.detach(), **{f"codebook_{k}": v.detach() for k, v in terms.items()},
-                   "codebook_grad_norm": grad_norm, "codebook_usage_perplexity": quantize.perplexity()}
-            if int(s.reseed_every) and (ctx.step + 1) % int(s.reseed_every) == 0:
-                out["codebook_reseeded"] = float(quantize.reseed_dead(latent, float(s.reseed_threshold), ctx.generator))
-            return out
+            out = codebook_step(ctx, "pose_codebook", terms, loss, self.cfg.stage)
+            return {f"codebook_{k}": v for k, v in out.items()}
         k = sample_mask_index(ctx.generator, unwrap(ctx.modules["predictor"]).past_tokens)
         with ctx.autocast():
             terms = self.predictor_terms(ctx.modules["predictor"], ctx.modules["pose_codebook"],

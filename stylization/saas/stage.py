@@ -52,12 +52,13 @@ from torch import nn
 from stylization.constants import COEFF_SLICES, LIP_OPENING_PAIRS
 from stylization.data.datasets import ClipWindowDataset
 from stylization.data.style_clips import StyleTransferDataset, split_styles
+from stylization.engine.distributed import unwrap
 from stylization.engine.stage import FirstPhase, StepContext, loss_weights
 from stylization.errors import ConfigError
 from stylization.runs import load_run
 from stylization.saas.adapter import MOUTH_COEFFS
 from stylization.saas.codebook_stage import LOSSES as CODEBOOK_LOSSES
-from stylization.saas.codebook_stage import check_recipe, codebook_step, codebook_terms, unwrap
+from stylization.saas.codebook_stage import check_recipe, codebook_step, codebook_terms, weighted
 from stylization.style_e.window_stage import WindowStage
 from stylization.styletalk.losses import triplet_loss
 
@@ -133,7 +134,7 @@ class SAASStage(WindowStage):
         if self.phase is not None:
             self.phase.until = state.get("codebook_until")
 
-    def _dataset(self, split: str) -> StyleTransferDataset:
+    def split_dataset(self, split: str) -> StyleTransferDataset:
         d = self.cfg.data
         base = ClipWindowDataset(d.root, split=split, window_frames=self.window_frames, speakers=d.speakers,
                                  seed=int(self.cfg.seed), skip_damaged=bool(d.skip_damaged), with_mel=self.with_mel)
@@ -237,8 +238,8 @@ class SAASStage(WindowStage):
             phase = self.cfg.stage.codebook_phase
             terms = codebook_terms(ctx.modules["codebook"], batch["style_exp"], batch["positive_exp"],
                                    batch["negative_exp"], batch["style_label"], float(phase.triplet_margin))
-            return {f"codebook_{k}": v for k, v in codebook_step(ctx, "codebook", terms, self.codebook_weights,
-                                                                  phase).items()}
+            loss = weighted(terms, self.codebook_weights)
+            return {f"codebook_{k}": v for k, v in codebook_step(ctx, "codebook", terms, loss, phase).items()}
         w, s = self.weights, self.cfg.stage
         g, codebook = ctx.modules["generator"], unwrap(ctx.modules["codebook"])
         d_style, d_tem = ctx.modules["style_discriminator"], ctx.modules["temporal_discriminator"]

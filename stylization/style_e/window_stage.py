@@ -50,17 +50,10 @@ class WindowStage(TrainingStage):
 
     # -- data and optimisation -------------------------------------------------------------------
 
-    def _dataset(self, split: str) -> ClipWindowDataset:
+    def split_dataset(self, split: str) -> ClipWindowDataset:
         d = self.cfg.data
         return ClipWindowDataset(d.root, split=split, window_frames=self.window_frames, speakers=d.speakers,
                                  seed=int(self.cfg.seed), skip_damaged=bool(d.skip_damaged), with_mel=True)
-
-    def train_dataset(self) -> ClipWindowDataset:
-        return self._dataset(str(self.cfg.data.train_split))
-
-    def val_dataset(self) -> ClipWindowDataset | None:
-        split = self.cfg.data.val_split
-        return None if split is None else self._dataset(str(split))
 
     def adamw(self, params) -> torch.optim.AdamW:
         """AdamW over ``params`` with ``stage.lr``, ``stage.betas`` and ``stage.weight_decay``."""

@@ -63,7 +63,7 @@ class StyleTalkStage(WindowStage):
     def window_frames(self) -> int:
         return int(self.cfg.stage.clip_frames)
 
-    def _dataset(self, split: str) -> StyleClipDataset:
+    def split_dataset(self, split: str) -> StyleClipDataset:
         s, d = self.cfg.stage, self.cfg.data
         styles = self.styles if split == str(d.train_split) else None
         return StyleClipDataset(d.root, split, self.window_frames, int(s.style_frames), styles,

@@ -100,18 +100,11 @@ class SyncNetStage(TrainingStage):
         s = self.cfg.stage
         return {"syncnet": torch.optim.Adam(modules["syncnet"].parameters(), lr=float(s.lr), betas=tuple(s.betas))}
 
-    def _dataset(self, split: str) -> SyncWindowDataset:
+    def split_dataset(self, split: str) -> SyncWindowDataset:
         s, d = self.cfg.stage, self.cfg.data
         m = self.cfg.model
         return SyncWindowDataset(d.root, split, int(m.frame_size), int(s.max_offset), int(s.items_per_clip),
                                  int(self.cfg.seed), d.speakers, lower_half=m.get("input_crop", "face") == "lower_half")
-
-    def train_dataset(self) -> SyncWindowDataset:
-        return self._dataset(str(self.cfg.data.train_split))
-
-    def val_dataset(self) -> SyncWindowDataset | None:
-        split = self.cfg.data.val_split
-        return None if split is None else self._dataset(str(split))
 
     def training_step(self, batch, ctx: StepContext):
         with ctx.autocast():
