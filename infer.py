@@ -57,7 +57,7 @@ def infer(cfg: DictConfig) -> None:
             raise DataError(f"{len(failures)} of {len(rows)} rows failed ({'; '.join(failures)[:500]})", str(cfg.batch))
         return
     job = Job(audio=None if cfg.audio is None else str(cfg.audio), out=str(cfg.out), image=cfg.image, text=text,
-              art=cfg.art, art_style=cfg.art_style, pose=cfg.pose, style_clip=cfg.style_clip, video=cfg.video, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
+              art=cfg.art, art_style=cfg.art_style, pose=cfg.pose, style_clip=cfg.style_clip, video=cfg.video, style_frames=cfg.style_frames, emotion_scale=float(cfg.emotion_scale), seed=int(cfg.seed))
     for path in pipeline.run(job):
         log.info("wrote %s", path)
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in job.timings.items()))

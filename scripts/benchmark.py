@@ -1,5 +1,6 @@
 """Any method's videos against the ground truth:
-``python scripts/benchmark.py gen=DIR gt=DIR out=FILE.json [metrics=[ssim,psnr,fid,cpbd,m_lmd,f_lmd,csim,lse]] [size=256]``.
+``python scripts/benchmark.py gen=DIR gt=DIR out=FILE.json [metrics=[ssim,psnr,fid,cpbd,m_lmd,f_lmd,csim,lse,
+d_l,d_v,d_a,sld,slv,smd]] [size=256]``.
 
 Videos are matched by file stem (``gen/<clip>.mp4`` with ``gt/<clip>.mp4``), read at 25 fps,
 cut to the shorter of the two and resized to ``size`` x ``size``. Per clip (docs/benchmark.md
@@ -13,6 +14,11 @@ defines each metric and names its source):
 * ``m_lmd``, ``f_lmd``: 68 landmarks on both videos (``landmarks=dlib``, or ``face_alignment``:
   FAN, as the ViCo baseline; the package fetches its weights on first use), mouth and all points, pixels of
   the ``size`` frame, over frames where the ground truth has a face;
+* ``d_l``, ``d_v``, ``d_a`` (percent): the reference-frame style transfer paper's landmark distance,
+  velocity difference and open-mouth area difference, frame by frame, on the same landmarks;
+  ``sld``, ``slv``, ``smd`` (percent): its style-aware versions (Eq. 10: each window of the ground
+  truth, the style reference, matched to the generated window that moves most like it), averaged
+  over the window grid of :mod:`stylization.metrics.style_motion`;
 * ``csim``: the identity embedding of each generated frame against the ground truth's first
   frame (the self-driven protocol's identity picture): dlib's face-recognition ResNet
   (``identity=dlib``, ships offline) or ArcFace (``identity=arcface arcface=backbone.pth``);
@@ -43,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("benchmark")
 
-METRICS = ("ssim", "psnr", "fid", "cpbd", "m_lmd", "f_lmd", "csim", "lse")
+METRICS = ("ssim", "psnr", "fid", "cpbd", "m_lmd", "f_lmd", "csim", "lse", "d_l", "d_v", "d_a", "sld", "slv", "smd")
+LANDMARK_METRICS = {"m_lmd", "f_lmd", "d_l", "d_v", "d_a", "sld", "slv", "smd"}  # they detect 68 landmarks
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 
@@ -70,7 +77,7 @@ class Scorers:
             from stylization.loading import inception_fid
 
             self.inception = inception_fid(cfg.inception, str(cfg.device))
-        if {"m_lmd", "f_lmd"} & set(metrics):
+        if LANDMARK_METRICS & set(metrics):
             from stylization.preprocess.faces import LandmarkDetector
 
             if cfg.landmarks not in ("dlib", "face_alignment"):
@@ -106,7 +113,7 @@ class Scorers:
 def score_clip(gen, gt, wav, metrics: list[str], cfg: DictConfig, scorers: Scorers) -> dict:
     """uint8 [T, S, S, 3] generated and ground-truth frames (same T and S), the ground truth's
     16 kHz sound -> {metric: value} (NaN where undefined)."""
-    from stylization.metrics import cpbd, lmd_frames, psnr_frames, ssim_frames
+    from stylization.metrics import cpbd, psnr_frames, ssim_frames
 
     row = {"frames": int(len(gen))}
     definition = str(cfg.ssim_definition)
@@ -123,11 +130,23 @@ def score_clip(gen, gt, wav, metrics: list[str], cfg: DictConfig, scorers: Score
         scorers.fid_features["gen"].append(inception_features(scorers.inception, gen))
         scorers.fid_features["gt"].append(inception_features(scorers.inception, gt))
     if scorers.detector is not None:
-        result = lmd_frames(gen, gt, scorers.detector, size=None)
+        from stylization.metrics import coordinate_lmd
+        from stylization.metrics.style_motion import d_a, d_l, d_v, sld, slv, smd
+
+        if gen.shape != gt.shape:
+            raise ValueError(f"the frames must match: {list(gen.shape)} vs {list(gt.shape)}")
+        lm_gen, lm_gt = scorers.detector(gen), scorers.detector(gt)
+        result = coordinate_lmd(lm_gen, lm_gt)
         for key in ("m_lmd", "f_lmd"):
             if key in metrics:
                 row[key] = float(getattr(result, key))
         row["lmd_frames"] = int(result.frames_used)
+        for key, metric in (("d_l", d_l), ("d_v", d_v), ("d_a", d_a), ("sld", sld), ("slv", slv), ("smd", smd)):
+            if key in metrics:
+                try:
+                    row[key] = float(metric(lm_gen, lm_gt))
+                except ValueError:  # too few frames with a face on both sides: undefined for this clip
+                    row[key] = math.nan
     if scorers.embedder is not None:
         from stylization.metrics.identity import csim_frames
 

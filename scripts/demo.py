@@ -10,11 +10,17 @@
    and ``outputs/demo/sheet.png``. The exact command is printed so it can be rerun and varied;
    Then the emotion shown instead of told: the same photo, speech and art with a style clip (a
    test speaker's angry video, through the face and coefficient steps) -> ``outputs/demo/demo_clip.mp4``;
+   Then the talking style shown by reference frames (the reference-frame style transfer method): a
+   ``style_ref_motion``, ``style_ref_mapping`` and ``style_ref_generator`` run (``*_cpu`` recipes, short
+   budgets) and ``infer.py ... style_frames=`` a test speaker's other clip (its frames and sound: the
+   motion generator is fine-tuned to that speaker's motion, then the style-aware generator draws the
+   photo) -> ``outputs/demo/demo_style_frames.mp4``;
 4. the ``sync`` figure (of ``demo.mp4``): how the output's mouth (dlib's 68 landmarks on the output frames) opens
    with the speech's loudness (:mod:`stylization.metrics.speech_sync`), printed and written to
    ``outputs/demo/sync.json``.
 
-``python scripts/demo.py [--minutes-style-e 3] [--minutes-style-a 7.5] [--minutes-styletalk 1.5] [--out outputs/demo]``
+``python scripts/demo.py [--minutes-style-e 3] [--minutes-style-a 7.5] [--minutes-styletalk 1.5]
+[--minutes-style-ref 1] [--out outputs/demo]``
 """
 
 import argparse
@@ -50,6 +56,7 @@ def main() -> None:
     parser.add_argument("--minutes-style-e", type=float, default=3.0)
     parser.add_argument("--minutes-style-a", type=float, default=7.5)
     parser.add_argument("--minutes-styletalk", type=float, default=1.5)
+    parser.add_argument("--minutes-style-ref", type=float, default=1.0, help="per stage of the reference-frame method")
     args = parser.parse_args()
     out = Path(args.out)
     py = sys.executable
@@ -69,6 +76,10 @@ def main() -> None:
          f"trainer.max_minutes={args.minutes_style_a}", *demo_only])
     run([py, "train.py", "experiment=styletalk_cpu", f"data.root={corpus}", f"trainer.run_dir={ckpt / 'styletalk'}",
          f"trainer.max_minutes={args.minutes_styletalk}", *demo_only])
+    for stage, extra in (("style_ref_motion", []), ("style_ref_mapping", []),
+                         ("style_ref_generator", [f"stage.mapping={ckpt / 'style_ref_mapping'}"])):
+        run([py, "train.py", f"experiment={stage}_cpu", f"data.root={corpus}", f"trainer.run_dir={ckpt / stage}",
+             f"trainer.max_minutes={args.minutes_style_ref}", *extra, *demo_only])
 
     # inputs the models never saw: a test speaker's face, a new sentence, a reference picture
     import cv2
@@ -103,9 +114,12 @@ def main() -> None:
     style_clip = Corpus(corpus).path([c for c in clips if c.emotion == STYLE_CLIP_EMOTION][0], "video")
     by_clip = [a for a in command if not a.startswith(("text=", "out=", "sheet_out="))]
     run(by_clip + [f"style_clip={style_clip}", f"out={out / 'demo_clip.mp4'}"])
+    style_frames = Corpus(corpus).path([c for c in clips if c.emotion == "neutral"][0], "video")
+    run([a for a in by_clip if not a.startswith(("art=", "pose_motion="))] + [f"style_frames={style_frames}", "transfer.steps=100",
+                                                             f"out={out / 'demo_style_frames.mp4'}"])
     report_sync(out / "demo.mp4", inputs / "speech.wav", out / "sync.json")
     print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min: {out / 'demo.mp4'}, {out / 'sheet.png'} and "
-          f"{out / 'demo_clip.mp4'}")
+          f"{out / 'demo_clip.mp4'}, {out / 'demo_style_frames.mp4'}")
 
 
 def report_sync(video: Path, speech: Path, report: Path) -> float:

@@ -236,6 +236,7 @@ class Job:
     pose: str | None = None
     style_clip: str | None = None
     video: str | None = None  # mode=edit: the talking video to restyle (audio: its sound, or a given speech)
+    style_frames: str | None = None  # a character's reference frames (folder or video): its talking style
     emotion_scale: float = 1.0
     seed: int = 0
     timings: dict = field(default_factory=dict)
@@ -389,6 +390,10 @@ class Pipeline:
             return self.run_edit(job)
         if job.video is not None:
             raise ConfigError("video= is the talking video mode=edit restyles; add mode=edit (or drop video=)")
+        if job.style_frames is not None:
+            from stylization.reference_pipeline import run_style_frames
+
+            return run_style_frames(self, job)
         with self._timed(job, "inputs"):
             inputs = self.read_inputs(job)
         if inputs.image is None:
@@ -464,7 +469,7 @@ class Pipeline:
         if job.pose is not None and job.pose != POSE_FROM_AUDIO and not os.path.isfile(job.pose):
             raise DataError(f"pose source not found (a video, a coefficient .npy, or pose={POSE_FROM_AUDIO})", job.pose)
         image = read_image(job.image, "photo")
-        if self.cfg.renderer == "style_a" and job.art is None and job.art_style is None:
+        if self.cfg.renderer == "style_a" and job.art is None and job.art_style is None and job.style_frames is None:
             raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME), "
                               "or render photo-real with renderer=pirender")
         art = read_image(job.art, "art picture") if job.art is not None else None

@@ -260,6 +260,34 @@ def load_saas_pose(path: str | os.PathLike, style_encoder: Callable[[], nn.Modul
                     run.module("style_codebook", m.style_codebook))
 
 
+STYLE_REF_MOTION_HINT = ("train one with: python train.py stage=style_ref_motion model=style_ref_motion_small "
+                         "data.root=DIR (and transfer a style with scripts/style_transfer.py)")
+STYLE_REF_TRANSFER_STAGE = "style_ref_transfer"  # the stage name scripts/style_transfer.py writes its runs under
+
+
+def load_style_ref_motion(path: str | os.PathLike, strength: float = 1.0):
+    """The reference-frame method's motion (:class:`~stylization.style_reference.motion.StyleRefMotion`):
+    a ``style_ref_motion`` run, or a ``style_ref_transfer`` run written by ``scripts/style_transfer.py``
+    (its transferred generator, blended with the untransferred one by ``strength``, and the feature
+    bank of its audio when it kept one)."""
+    from stylization.style_reference.motion import FeatureBank, StyleRefMotion
+
+    run = load_run(path, hint=STYLE_REF_MOTION_HINT)
+    if run.stage not in ("style_ref_motion", STYLE_REF_TRANSFER_STAGE):
+        raise CheckpointError(f"is a {run.stage!r} run, not a 'style_ref_motion' or transferred one; "
+                              f"{STYLE_REF_MOTION_HINT}", run.path)
+    if not 0.0 <= float(strength) <= 2.0:
+        raise ConfigError(f"style_strength must be in [0, 2], got {strength}")
+    generator = run.module("generator")
+    if run.stage == "style_ref_motion":
+        return StyleRefMotion(generator).eval()
+    bank = None
+    if "feature_bank" in run.weights:
+        p = run.config.transfer_inputs
+        bank = FeatureBank(run.weights["feature_bank"]["bank"], int(p.projection_k), float(p.projection))
+    return StyleRefMotion(generator, run.module("untransferred"), bank, strength).eval()
+
+
 PIRENDER_HINT = "train one with: python train.py stage=pirender model=pirender_small data.root=DIR"
 
 

@@ -31,6 +31,9 @@ MODELS = {
     "saas": {"saas": "paper", "saas_small": "small"},
     "saas_edit": {"saas_edit": "paper", "saas_edit_small": "small"},
     "saas_pose": {"saas_pose": "paper", "saas_pose_small": "small"},
+    "style_ref_motion": {"style_ref_motion": "paper", "style_ref_motion_small": "small"},
+    "style_ref_mapping": {"style_ref_mapping": "paper", "style_ref_mapping_small": "small"},
+    "style_ref_generator": {"style_ref_generator": "paper", "style_ref_generator_small": "small"},
 }
 ABLATIONS = {
     "audio2exp": (None,),
@@ -44,6 +47,9 @@ ABLATIONS = {
     "saas": (None, "saas_no_hyperstyle", "saas_no_triplet", "saas_no_cls", "saas_no_dis"),
     "saas_edit": (None,),
     "saas_pose": (None,),
+    "style_ref_motion": (None,),
+    "style_ref_mapping": (None,),
+    "style_ref_generator": (None,),
 }
 # What each ablation switches (key in the composed config, value).
 ABLATION_KEYS = {"no_text": ("model.denoiser.use_text", False), "no_art": ("model.generator.art_path", False),
@@ -157,6 +163,12 @@ def test_every_combination_composes_and_builds(combo, monkeypatch):
     ("saas_edit_cpu", "saas_edit", "saas_edit_small", {"model.generator.source": "video", "model.codebook.dim": 128,
                                                        "stage.loss.cycle": 1000.0, "trainer.max_minutes": 10}),
     ("saas_pose_cpu", "saas_pose", "saas_pose_small", {"model.predictor.hidden": 64, "trainer.max_minutes": 10}),
+    ("style_ref_motion_cpu", "style_ref_motion", "style_ref_motion_small",
+     {"model.hidden": 96, "stage.lr": 1e-3, "trainer.max_minutes": 10}),
+    ("style_ref_mapping_cpu", "style_ref_mapping", "style_ref_mapping_small",
+     {"model.image_size": 64, "stage.loss.perceptual": 0.0, "trainer.max_minutes": 10}),
+    ("style_ref_generator_cpu", "style_ref_generator", "style_ref_generator_small",
+     {"model.image_size": 64, "model.generator.levels": 3, "stage.loss.perceptual": 0.0, "trainer.max_minutes": 10}),
 ])
 def test_recipes_are_what_the_short_commands_select(recipe, stage, model, values):
     """``experiment=<recipe>`` and ``stage=<s> model=<s>_small`` are one configuration, the recipe's."""

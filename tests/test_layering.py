@@ -11,7 +11,7 @@ The layers (docs/architecture.md; a lower layer never imports a higher one):
                 saas, style_reference) that is not a stage module
   4 engine      stylization.engine.*, stylization.loading, stylization.preprocess.*
   5 stages      stage modules (``stage.py`` / ``*_stage.py`` in a model package), stylization.runs
-  6 top         stylization.pipeline, .cli, .app; scripts/, train.py, infer.py
+  6 top         stylization.pipeline, .reference_pipeline, .cli, .app; scripts/, train.py, infer.py
 
 The checker reads sources with :mod:`ast` only (nothing is imported), so it also sees imports
 that run only inside a function.
@@ -28,7 +28,7 @@ from conftest import REPO
 LAYER_NAMES = {0: "base", 1: "data", 2: "metrics", 3: "models", 4: "engine", 5: "stages", 6: "top"}
 BASE = {"stylization", "stylization.errors", "stylization.constants", "stylization.numerics", "stylization.allocator"}
 MODEL_PACKAGES = ("style_e", "style_a", "styletalk", "saas", "style_reference", "syncnet")
-TOP = {"stylization.pipeline", "stylization.cli", "stylization.app"}
+TOP = {"stylization.pipeline", "stylization.reference_pipeline", "stylization.cli", "stylization.app"}
 # What a model module (layer 3) must not import: it stays a pure nn.Module, built from arguments.
 FORBIDDEN_IN_MODELS = ("hydra", "omegaconf", "stylization.engine", "urllib", "requests", "huggingface_hub")
 # ... nor call: reading or writing files and downloading belong to stylization.loading and above.

@@ -300,3 +300,75 @@ def test_poses_generated_from_the_speech(demo_inputs, synthetic_corpus, tmp_path
     angles = {"audio": angles[0], "seed": angles[1]}
     np.testing.assert_array_equal(angles["audio"][0], source[COEFF_SLICES["angle"]])  # it starts at the photo's pose
     assert np.ptp(angles["audio"], 0).max() > 0 and not np.allclose(angles["audio"], angles["seed"])
+
+
+def style_ref_runs(demo_inputs, synthetic_corpus):
+    """Tiny style_ref_motion, style_ref_mapping and style_ref_generator runs under the demo checkpoints."""
+    from test_style_reference_generator_stage import TINY_GENERATOR, TINY_MAPPING
+
+    from stylization.engine.run import run_training
+
+    ckpt = demo_inputs["checkpoints"]
+    trainer = ["max_minutes=null", "num_workers=0", "image_every_steps=0", "device=cpu"]
+    common = [f"data.root={synthetic_corpus}", "data.val_split=null"] + [f"trainer.{t}" for t in trainer]
+    if not (ckpt / "style_ref_generator").exists():
+        run_training(compose_train(["stage=style_ref_motion", "model=style_ref_motion_small", "stage.window_frames=8",
+                                    "stage.batch_size=2", "model.encoder_channels=4", "model.feature_dim=8",
+                                    "model.hidden=8", f"trainer.run_dir={ckpt / 'style_ref_motion'}",
+                                    "trainer.max_steps=2", "trainer.checkpoint_every_steps=2", *common]))
+        run_training(compose_train(["stage=style_ref_mapping", "model=style_ref_mapping_small", *TINY_MAPPING,
+                                    "stage.batch_size=1", "stage.pairs=1", f"trainer.run_dir={ckpt / 'style_ref_mapping'}",
+                                    "trainer.max_steps=1", "trainer.checkpoint_every_steps=1", *common]))
+        run_training(compose_train(["stage=style_ref_generator", "model=style_ref_generator_small", *TINY_GENERATOR,
+                                    f"stage.mapping={ckpt / 'style_ref_mapping'}", "stage.batch_size=1", "stage.targets=1",
+                                    f"trainer.run_dir={ckpt / 'style_ref_generator'}", "trainer.max_steps=1",
+                                    "trainer.checkpoint_every_steps=1", *common]))
+    return ckpt
+
+
+def test_style_frames_transfer_a_talking_style(demo_inputs, synthetic_corpus, tmp_path):
+    """style_frames= (the reference-frame style transfer method): a folder of a character's frames ->
+    the motion generator fine-tuned to them at inference, the style-aware generator draws the photo; the
+    video has the speech's length and sound. scripts/style_transfer.py writes a transferred run that
+    infer.py then uses without transferring again. Misuse fails in one line."""
+    from stylization.data.video import write_video
+
+    ckpt = style_ref_runs(demo_inputs, synthetic_corpus)
+    corpus = Corpus(synthetic_corpus)
+    clip = corpus.clips("test")[0]
+    frames = read_video(corpus.path(clip, "video"))[:12]
+    folder = tmp_path / "style"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(cv2.resize(f, (256, 256)), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "styled.mp4"
+    res = infer(*tuple_args(demo_inputs, out, text=None, art=None, style_frames=folder), "transfer.steps=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "style transfer" in res.stdout and "style-aware generator" in res.stdout
+    info = probe_video(out)
+    assert info.n_frames == n_video_frames(int(1.3 * SAMPLE_RATE)) and info.audio_duration is not None
+    assert np.load(str(out.with_suffix(".npy"))).shape == (info.n_frames, 260)
+
+    video = tmp_path / "character.mp4"  # a style video with sound: its sound is the transfer's audio stream
+    write_video(video, np.stack([cv2.resize(f, (256, 256)) for f in frames]), 25,
+                corpus.load_audio(clip)[: 12 * SAMPLE_RATE // 25])
+    transferred = tmp_path / "transferred"
+    res = subprocess.run([sys.executable, "scripts/style_transfer.py", f"run={ckpt / 'style_ref_motion'}",
+                          f"references={video}", f"out={transferred}", "transfer.steps=2", "device=cpu"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["reference_frames"] == 12 and len(report["style_reference_images"]) == 4
+    assert report["projection_bank"] == 12  # the video's sound, one feature per frame
+    out2 = tmp_path / "styled2.mp4"
+    res = infer(*tuple_args(demo_inputs, out2, text=None, art=None, style_frames=video),
+                f"style_ref_motion={transferred}", "style_strength=0.5")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert probe_video(out2).n_frames == info.n_frames
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, message in (({"style_frames": empty, "text": None}, "no pictures"), ({"style_frames": folder, "text": "happy"}, "drop text=")):
+        res = infer(*tuple_args(demo_inputs, tmp_path / "bad.mp4", art=None, **args))
+        assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert not (tmp_path / "bad.mp4").exists()

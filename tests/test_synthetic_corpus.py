@@ -145,3 +145,21 @@ def test_make_corpus_refuses_to_overwrite(synthetic_corpus):
     out = subprocess.run([sys.executable, "scripts/make_corpus.py", "out=/tmp/x", "styles=[cubism]"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 2 and "cubism" in out.stderr
+
+
+def test_motion_habits_differ_between_speakers_and_leave_the_rest_alone():
+    """motion_styles scales the speakers' motion habits (0: all alike, as before they existed); the
+    habits come from their own random stream, so a speaker's face, voice and colours do not change."""
+    from stylization.data.synthetic.profiles import MAX_NOD, MOTION_HABITS, make_speaker, motion_habits
+
+    assert motion_habits(3, 0, strength=0.0) == {"jaw_gain": 1.0, "blink_factor": 1.0, "sway_tempo": 1.0, "nod_gain": 0.0}
+    habits = [motion_habits(i, 0) for i in range(8)]
+    for name, (lo, hi) in MOTION_HABITS.items():
+        values = [h[name] for h in habits]
+        assert all(lo <= v <= hi for v in values) and len(set(values)) == 8
+    assert all(0 <= h["nod_gain"] <= MAX_NOD for h in habits)
+    half = motion_habits(3, 0, strength=0.5)["jaw_gain"]
+    assert half == pytest.approx(habits[3]["jaw_gain"] ** 0.5)  # geometric interpolation
+    alike, styled = make_speaker(3, 0, motion_styles=0.0), make_speaker(3, 0)
+    assert np.array_equal(alike.identity, styled.identity) and alike.voice == styled.voice and alike.skin == styled.skin
+    assert alike.jaw_gain == 1.0 and styled.jaw_gain == habits[3]["jaw_gain"]

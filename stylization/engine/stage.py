@@ -33,6 +33,18 @@ def loss_weights(loss: DictConfig, terms: tuple[str, ...]) -> dict[str, float]:
     return weights
 
 
+def check_adam_options(stage: DictConfig, counts: tuple[str, ...]) -> None:
+    """Raise a ConfigError naming the key unless every ``stage.<count>`` is >= 1, ``stage.lr`` > 0 and
+    ``stage.betas`` two values in [0, 1) (the checks every Adam-trained image stage starts with)."""
+    for key in counts:
+        if int(stage[key]) < 1:
+            raise ConfigError(f"stage.{key} must be >= 1, got {stage[key]}")
+    if float(stage.lr) <= 0:
+        raise ConfigError(f"stage.lr must be > 0, got {stage.lr}")
+    if len(stage.betas) != 2 or not all(0 <= float(b) < 1 for b in stage.betas):
+        raise ConfigError(f"stage.betas must be two values in [0, 1), got {list(stage.betas)}")
+
+
 class StepContext:
     """What a stage's step functions see.
 

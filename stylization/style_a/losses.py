@@ -45,6 +45,28 @@ def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(fake, real)
 
 
+VGG_MIN_SIZE = 16  # px: VGG-19 pools 4 times before relu5_1
+
+
+def check_perceptual_options(stage, image_size: int, perceptual_weight: float, zero_hint: str) -> None:
+    """Raise a ConfigError naming the key when ``stage.perceptual_layers`` names an unknown VGG-19 layer,
+    ``stage.perceptual_scales`` < 1, or (with ``perceptual_weight`` > 0) the scales halve the image below
+    :data:`VGG_MIN_SIZE`. ``zero_hint``: how to turn the perceptual terms off, for the message."""
+    from stylization.errors import ConfigError
+
+    unknown = set(stage.perceptual_layers) - set(VGG19_LAYERS)
+    if unknown:
+        raise ConfigError(f"stage.perceptual_layers: unknown layers {sorted(unknown)}; known: {list(VGG19_LAYERS)}")
+    scales = int(stage.perceptual_scales)
+    if scales < 1:
+        raise ConfigError(f"stage.perceptual_scales must be >= 1, got {scales}")
+    if perceptual_weight > 0 and image_size >> (scales - 1) < VGG_MIN_SIZE:
+        most = (image_size // VGG_MIN_SIZE).bit_length()
+        fix = f"use at most {most}" if most else zero_hint
+        raise ConfigError(f"stage.perceptual_scales={scales} takes model.image_size={image_size} below VGG-19's "
+                          f"{VGG_MIN_SIZE} px; {fix}")
+
+
 class VGGPerceptual(nn.Module):
     """Frozen VGG-19 feature distance.
 

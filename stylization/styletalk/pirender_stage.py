@@ -39,16 +39,15 @@ from torch import nn
 from stylization.constants import SEMANTIC_DIM, WINDOW_FRAMES
 from stylization.data.render_inputs import RenderInputs
 from stylization.data.render_pairs import SOURCE_FRAMES, TARGET_SAMPLINGS, RenderPairDataset
-from stylization.engine.stage import StepContext, TrainingStage, loss_weights
+from stylization.engine.stage import StepContext, TrainingStage, check_adam_options, loss_weights
 from stylization.errors import ConfigError
 from stylization.loading import load_official, vgg19_features
 from stylization.metrics.image import psnr, ssim
-from stylization.style_a.losses import VGG19_LAYERS, VGGPerceptual
+from stylization.style_a.losses import VGGPerceptual, check_perceptual_options
 from stylization.styletalk.pirender import PIRenderer
 
 PARTS = ("mapping_net", "warpping_net", "editing_net")  # the run's modules: PIRenderer's children
 LOSS_TERMS = ("warp_perceptual", "warp_l1", "final_perceptual", "final_l1")  # the keys of stage.loss
-VGG_MIN_SIZE = 16  # px: VGG-19 pools 4 times before relu5_1
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -58,13 +57,7 @@ def validate_config(cfg: DictConfig) -> None:
     size = int(m.image_size)
     if int(s.warp_steps) < 0:
         raise ConfigError(f"stage.warp_steps must be >= 0 (steps of the warping phase), got {s.warp_steps}")
-    for key in ("batch_size", "pairs_per_item", "frames_per_item", "items_per_clip"):
-        if int(s[key]) < 1:
-            raise ConfigError(f"stage.{key} must be >= 1, got {s[key]}")
-    if float(s.lr) <= 0:
-        raise ConfigError(f"stage.lr must be > 0, got {s.lr}")
-    if len(s.betas) != 2 or not all(0 <= float(b) < 1 for b in s.betas):
-        raise ConfigError(f"stage.betas must be two values in [0, 1), got {list(s.betas)}")
+    check_adam_options(s, ("batch_size", "pairs_per_item", "frames_per_item", "items_per_clip"))
     loss_weights(s.loss, LOSS_TERMS)
     if float(s.loss.warp_perceptual) + float(s.loss.warp_l1) <= 0:
         raise ConfigError("stage.loss.warp_perceptual or stage.loss.warp_l1 must be > 0 (the warping loss)")
@@ -74,17 +67,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"stage.source_frame must be one of {list(SOURCE_FRAMES)}, got {s.source_frame!r}")
     if s.target_sampling not in TARGET_SAMPLINGS:
         raise ConfigError(f"stage.target_sampling must be one of {list(TARGET_SAMPLINGS)}, got {s.target_sampling!r}")
-    unknown = set(s.perceptual_layers) - set(VGG19_LAYERS)
-    if unknown:
-        raise ConfigError(f"stage.perceptual_layers: unknown layers {sorted(unknown)}; known: {list(VGG19_LAYERS)}")
-    scales = int(s.perceptual_scales)
-    if scales < 1:
-        raise ConfigError(f"stage.perceptual_scales must be >= 1, got {scales}")
-    if float(s.loss.warp_perceptual) + float(s.loss.final_perceptual) > 0 and size >> (scales - 1) < VGG_MIN_SIZE:
-        most = (size // VGG_MIN_SIZE).bit_length()
-        fix = f"use at most {most}" if most else "set the perceptual weights of stage.loss to 0"
-        raise ConfigError(f"stage.perceptual_scales={scales} takes model.image_size={size} below VGG-19's "
-                          f"{VGG_MIN_SIZE} px; {fix}")
+    check_perceptual_options(s, size, float(s.loss.warp_perceptual) + float(s.loss.final_perceptual),
+                             "set the perceptual weights of stage.loss to 0")
     if int(r.coeff_nc) != SEMANTIC_DIM:
         raise ConfigError(f"model.renderer.coeff_nc must be {SEMANTIC_DIM} (the corpus's windows), got {r.coeff_nc}")
     if WINDOW_FRAMES - 6 * (int(r.mapping_layers) + 1) < 1:

@@ -66,6 +66,7 @@ class CorpusSpec:
     phonemes: bool = True  # phonemes.npy per clip: the sentence force-aligned to the sound (pocketsphinx)
     art_references: int = 3
     video_crf: int = 20
+    motion_styles: float = 1.0  # how much the speakers' motion habits differ (0: all move alike)
     overwrite: bool = False
 
     def validate(self) -> None:
@@ -80,6 +81,8 @@ class CorpusSpec:
             bad = [v for v in given if v not in allowed]
             if bad or not given:
                 raise ConfigError(f"{name}={list(given)}: {bad or 'empty'}; allowed: {list(allowed)}")
+        if not 0.0 <= self.motion_styles <= 2.0:
+            raise ConfigError(f"motion_styles must be in [0, 2], got {self.motion_styles}")
         if self.n_test_speakers >= self.speakers and self.speakers > 1:
             raise ConfigError(f"test_speakers={self.test_speakers} leaves no training speaker")
 
@@ -144,7 +147,7 @@ def build_clip(job: ClipJob, spec: CorpusSpec, root: str) -> tuple[ClipRecord, d
     cv2.setNumThreads(1)
     emotion_index = MEAD_EMOTIONS.index(job.emotion)
     rng = np.random.default_rng([spec.seed, job.speaker_index, emotion_index, job.level, job.number])
-    speaker = make_speaker(job.speaker_index, spec.seed)
+    speaker = make_speaker(job.speaker_index, spec.seed, motion_styles=spec.motion_styles)
     sentence, wav = clip_speech(job, speaker, spec, rng)
     n_frames = wav.size // SAMPLES_PER_FRAME
     coeffs = clip_coefficients(speaker, job.emotion, job.level, wav, n_frames, spec.resolution, rng)
@@ -264,7 +267,8 @@ def build_corpus(spec: CorpusSpec) -> list[ClipRecord]:
             results = [build_clip(*a) for a in tqdm(args, desc="clips")]
         records = [r for r, _ in results]
         write_index(work, records)
-        speakers = [dataclasses.asdict(make_speaker(i, spec.seed)) for i in range(spec.speakers)]
+        speakers = [dataclasses.asdict(make_speaker(i, spec.seed, motion_styles=spec.motion_styles))
+                    for i in range(spec.speakers)]
         for s in speakers:
             s["identity"] = [round(float(v), 6) for v in s["identity"]]
         with open(os.path.join(work, "speakers.json"), "w") as f:

@@ -13,6 +13,12 @@ The mouth is a documented, deterministic function of the audio, per 25 fps frame
 Silence therefore closes the mouth (no emotion offset opens the jaw). The emotion adds
 its static offset, scales the speaking amplitude and brow emphasis, and sets the blink
 rate (:mod:`~stylization.data.synthetic.profiles`).
+
+Each speaker's motion habits (:func:`~stylization.data.synthetic.profiles.motion_habits`) then
+make their talking style: ``jaw_gain`` multiplies the jaw opening, ``blink_factor`` the blink
+rate, ``sway_tempo`` the frequencies of the head sway, and the head pitches by
+``nod_gain · (E[t] - mean E)`` with E the loudness smoothed over 9 frames (a nod on stressed
+syllables, so part of the head motion follows the speech).
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def _smooth_noise(rng: np.random.Generator, n_frames: int, dims: int, period_fra
 def head_pose(speaker: Speaker, n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Smooth speaker-specific motion: (angles [T, 3] radians, translation [T, 3])."""
     habit = np.random.default_rng(speaker.pose_seed)
-    freqs = habit.uniform(0.1, 0.5, size=(3, 3))  # Hz, three sinusoids per axis
+    freqs = speaker.sway_tempo * habit.uniform(0.1, 0.5, size=(3, 3))  # Hz, three sinusoids per axis
     weights = habit.dirichlet(np.ones(3), size=3)
     axis_scale = np.array([0.6, 1.0, 0.4])  # pitch, yaw, roll
     t = np.arange(n_frames)[:, None] / float(FPS)
@@ -104,15 +110,16 @@ def clip_coefficients(speaker: Speaker, emotion: str, level: int, wav: np.ndarra
     drive = mouth_drive(loud)
     exp = np.tile(expression_offset(emotion, level), (n_frames, 1)) if emotion != "neutral" else np.zeros(
         (n_frames, EXP_DIM), np.float32)
-    exp[:, C["jaw_open"]] += mix(neutral.mouth_gain, profile.mouth_gain) * drive
+    exp[:, C["jaw_open"]] += speaker.jaw_gain * mix(neutral.mouth_gain, profile.mouth_gain) * drive
     exp[:, C["lip_stretch"]] += 0.5 * drive * bright
     exp[:, C["pucker"]] += 0.5 * drive * (1.0 - bright)
     emphasis = _smooth(loud, np.hanning(9) / np.hanning(9).sum())
     exp[:, C["brow_raise"]] += mix(neutral.brow_emphasis, profile.brow_emphasis) * emphasis
-    blinks = blink_track(mix(neutral.blink_per_second, profile.blink_per_second), n_frames, rng)
+    blinks = blink_track(speaker.blink_factor * mix(neutral.blink_per_second, profile.blink_per_second), n_frames, rng)
     exp[:, C["eye_close"]] = np.minimum(1.0, exp[:, C["eye_close"]] + blinks)
     exp[:, len(EXPRESSION_COMPONENTS):] += 0.08 * _smooth_noise(rng, n_frames, EXP_DIM - len(EXPRESSION_COMPONENTS), 12)
     angles, trans = head_pose(speaker, n_frames, rng)
+    angles[:, 0] += speaker.nod_gain * (emphasis - emphasis.mean())  # the speaker's nod on stressed syllables
     coeffs = np.zeros((n_frames, COEFF_DIM), np.float32)
     coeffs[:, COEFF_SLICES["id"]] = speaker.identity
     coeffs[:, COEFF_SLICES["exp"]] = exp

@@ -102,6 +102,12 @@ class Speaker:
     words_per_minute: int
     pose_amplitude: float  # radians of head rotation at most
     pose_seed: int
+    # Motion habits (the speaker's talking style, what the reference-frame style transfer learns); all
+    # 1 / 0 with motion_styles=0 (every speaker then moves alike, as corpora made before they existed).
+    jaw_gain: float = 1.0  # multiplies the speech-driven mouth opening
+    nod_gain: float = 0.0  # radians of pitch per unit of speech emphasis: the head nods on loud syllables
+    blink_factor: float = 1.0  # multiplies the emotion's blink rate
+    sway_tempo: float = 1.0  # multiplies the frequencies of the slow head sway
 
     @property
     def subject(self) -> str:
@@ -112,8 +118,24 @@ def _colour(c) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.clip(np.round(c), 0, 255))
 
 
-def make_speaker(index: int, seed: int, prefix: str = "S") -> Speaker:
-    """Speaker ``index`` of the corpus with base ``seed`` (independent of how many are made)."""
+MOTION_HABITS = {  # habit: (low, high, drawn log-uniformly); nod_gain uniformly in [0, 0.08] rad
+    "jaw_gain": (0.55, 1.8), "blink_factor": (0.5, 2.0), "sway_tempo": (0.5, 2.0)}
+MAX_NOD = 0.08
+
+
+def motion_habits(index: int, seed: int, strength: float = 1.0) -> dict[str, float]:
+    """Speaker ``index``'s motion habits, drawn from their own stream (so the speaker's other traits do
+    not change with them) and scaled by ``strength``: 0 gives every speaker the neutral habits (factors
+    1, no nod), 1 the full spread, values in between interpolate (geometrically for the factors)."""
+    rng = np.random.default_rng([seed, 7919, index, 2])
+    out = {name: float(np.exp(strength * rng.uniform(np.log(lo), np.log(hi)))) for name, (lo, hi) in MOTION_HABITS.items()}
+    out["nod_gain"] = float(strength * rng.uniform(0.0, MAX_NOD))
+    return out
+
+
+def make_speaker(index: int, seed: int, prefix: str = "S", motion_styles: float = 1.0) -> Speaker:
+    """Speaker ``index`` of the corpus with base ``seed`` (independent of how many are made);
+    ``motion_styles`` scales how much the speakers' motion habits differ (:func:`motion_habits`)."""
     rng = np.random.default_rng([seed, 7919, index])
     gender = ("woman", "man")[int(rng.integers(2))]
     identity = np.zeros(ID_DIM, np.float32)
@@ -131,5 +153,5 @@ def make_speaker(index: int, seed: int, prefix: str = "S") -> Speaker:
         hair_style=int(rng.integers(3)), voice=voice,
         pitch=int(rng.integers(35, 70) if gender == "woman" else rng.integers(20, 50)),
         words_per_minute=int(rng.integers(145, 185)), pose_amplitude=float(rng.uniform(0.04, 0.12)),
-        pose_seed=int(rng.integers(2**31)),
+        pose_seed=int(rng.integers(2**31)), **motion_habits(index, seed, motion_styles),
     )
