@@ -1,4 +1,4 @@
-"""``make demo``: the whole system on data it makes itself, on the CPU, in about 14 minutes.
+"""``make demo``: the whole system on data it makes itself, on the CPU, in about 20 minutes.
 
 1. a small synthetic corpus (4 speakers, 128 px, three art styles);
 2. small Style-E, Style-A and StyleTalk models trained on it with the CPU recipes

@@ -14,7 +14,13 @@ For every clip of the split (each a test video of a processed corpus, docs/bench
   (what a 0.2 s sync error does to each metric; Sync should drop, LMD rise).
 
 The art style of clip i is ``style`` if set, else the corpus's styles in turn (as
-``scripts/eval_render.py``). Resumable: a clip whose videos all exist is skipped (counted in the
+``scripts/eval_render.py``).
+
+``style_reference=speaker`` runs the reference-frame style transfer protocol instead: each speaker's
+first clip of the split is its style reference (a talking video: ``infer.py style_frames=`` it, one
+transfer per speaker), its other clips are the rows (the first ``rows_per_speaker``); the ground truth is the real video (no art
+style), and our row is the clip's first frame animated by its sound in the speaker's style (no
+text, no art picture, no pose: the style gives the head motion). Resumable: a clip whose videos all exist is skipped (counted in the
 log). Then ``python scripts/benchmark.py gen=<out>/<method> gt=<out>/gt out=...`` scores each row.
 """
 
@@ -73,7 +79,7 @@ def run(cfg: DictConfig) -> dict:
     from stylization.data.corpus import Corpus
     from stylization.data.video import delay_frames, read_video, write_video
     from stylization.errors import ConfigError
-    from stylization.pipeline import Job, Pipeline, run_batch
+    from stylization.pipeline import Pipeline, run_batch
 
     methods = [str(m) for m in cfg.methods]
     unknown = [m for m in methods if m not in (*BASELINES, str(cfg.method))]
@@ -85,7 +91,20 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"{corpus.root} has no {cfg.split!r} clips")
     if cfg.max_clips is not None:
         clips = clips[: int(cfg.max_clips)]
-    styles = clip_styles(corpus, clips, cfg.style)
+    references = {}
+    if cfg.style_reference is not None:
+        if str(cfg.style_reference) != "speaker":
+            raise ConfigError(f"style_reference must be speaker (each speaker's first clip is its style video) or "
+                              f"null, got {cfg.style_reference!r}")
+        for rec in clips:
+            references.setdefault(rec.speaker, rec)
+        rows: dict[str, list] = {}
+        for rec in clips:
+            if references[rec.speaker] is not rec:
+                rows.setdefault(rec.speaker, []).append(rec)
+        limit = None if cfg.rows_per_speaker is None else int(cfg.rows_per_speaker)
+        clips = [rec for spk in sorted(rows) for rec in rows[spk][:limit]]  # one transfer per speaker, rows in a run
+    styles = [None] * len(clips) if references else clip_styles(corpus, clips, cfg.style)
     out = Path(str(cfg.out))
     for name in ("gt", *methods):
         (out / name).mkdir(parents=True, exist_ok=True)
@@ -100,7 +119,7 @@ def run(cfg: DictConfig) -> dict:
                 skipped += 1
                 continue
             wav = corpus.load_audio(rec)
-            gt = read_video(corpus.path(rec, f"style_{style}"))
+            gt = read_video(corpus.path(rec, "video" if references else f"style_{style}"))
             write_video(targets["gt"], gt, audio=wav)
             if "still" in methods:
                 write_video(targets["still"], gt[:1].repeat(len(gt), 0), audio=wav)
@@ -113,10 +132,14 @@ def run(cfg: DictConfig) -> dict:
                     from stylization.engine.distributed import resolve_device
 
                     pipeline = Pipeline(cfg, resolve_device(str(cfg.device)))
-                row = {"image": photo, "audio": corpus.path(rec, "audio"), "out": str(targets[str(cfg.method)]),
-                       "text": rec.texts[int(cfg.text_index) % len(rec.texts)] if rec.texts else None,
-                       "art": art_picture(corpus.root, style), "pose": corpus.path(rec, "coeffs"),
-                       "seed": int(cfg.seed)}
+                if references:
+                    row = {"image": photo, "audio": corpus.path(rec, "audio"), "out": str(targets[str(cfg.method)]),
+                           "style_frames": corpus.path(references[rec.speaker], "video"), "seed": int(cfg.seed)}
+                else:
+                    row = {"image": photo, "audio": corpus.path(rec, "audio"), "out": str(targets[str(cfg.method)]),
+                           "text": rec.texts[int(cfg.text_index) % len(rec.texts)] if rec.texts else None,
+                           "art": art_picture(corpus.root, style), "pose": corpus.path(rec, "coeffs"),
+                           "seed": int(cfg.seed)}
                 _, failed = run_batch(pipeline, [row], {})
                 failures += [f"{rec.id}: {f.split(': ', 1)[-1]}" for f in failed]
             done += 1

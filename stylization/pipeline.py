@@ -281,6 +281,8 @@ class Pipeline:
             raise ConfigError(f"mode must be {' or '.join(MODES)}, got {cfg.mode!r}")
         self.motion_model = self.clip_model = self.recognizer = self.edit_model = self.pose_model = None
         self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
+        # style_frames= jobs: (references, transferred motion) per (style video, motion run), kept for the next job
+        self.style_references: dict = {}
 
     # -- models loaded when a job first needs them --
 
@@ -633,7 +635,7 @@ class Pipeline:
 
 def read_batch(path: str) -> list[dict]:
     """A CSV of jobs: a header naming columns among image, audio, text, art, art_style, pose,
-    out, emotion_scale, seed (audio and out required)."""
+    style_clip, style_frames, out, emotion_scale, seed (audio and out required)."""
     import csv
 
     if not os.path.isfile(path):
@@ -642,7 +644,8 @@ def read_batch(path: str) -> list[dict]:
         rows = list(csv.DictReader(f))
     if not rows:
         raise DataError("batch file has no rows", path)
-    known = {"image", "audio", "text", "art", "art_style", "pose", "style_clip", "out", "emotion_scale", "seed"}
+    known = {"image", "audio", "text", "art", "art_style", "pose", "style_clip", "style_frames", "out", "emotion_scale",
+             "seed"}
     unknown = set(rows[0]) - known
     if unknown or not {"audio", "out"} <= set(rows[0]):
         raise DataError(f"batch columns must include audio and out, among {sorted(known)} (unknown: {sorted(unknown)})",
@@ -658,7 +661,7 @@ def run_batch(pipeline: Pipeline, rows: list[dict], defaults: dict) -> tuple[int
         try:
             job = Job(audio=spec["audio"], out=spec["out"], image=spec.get("image"), text=spec.get("text"),
                       art=spec.get("art"), art_style=spec.get("art_style"), pose=spec.get("pose"),
-                      style_clip=spec.get("style_clip"),
+                      style_clip=spec.get("style_clip"), style_frames=spec.get("style_frames"),
                       emotion_scale=float(spec.get("emotion_scale", 1.0)), seed=int(spec.get("seed", 0)))
             for path in pipeline.run(job):
                 log.info("row %d: wrote %s", i, path)

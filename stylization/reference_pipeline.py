@@ -215,6 +215,7 @@ def run_style_frames(pipeline, job) -> list[str]:
     """``infer.py image=... audio=... style_frames=DIR``: the steps of the module docstring; returns the
     files written (the video with the speech, the coefficients fitted to the generated landmarks, the
     contact sheet)."""
+    from stylization.data.style_frames import read_style_frames
     from stylization.runs import load_style_ref_motion
     from stylization.style_reference.motion import StyleRefMotion
     from stylization.style_reference.transfer import TransferOptions
@@ -225,13 +226,11 @@ def run_style_frames(pipeline, job) -> list[str]:
             raise ConfigError(f"style_frames= gives the talking style, head motion included; drop {key}=")
     if cfg.pose_motion != "still":
         raise ConfigError("style_frames= gives the head motion too; drop pose_motion=")
-    from stylization.data.style_frames import read_style_frames
-
     with pipeline._timed(job, "inputs"):
         inputs = pipeline.read_inputs(job)
         if inputs.image is None:
             raise ConfigError("style_frames= animates a photo: give image=PHOTO")
-        style_frames = read_style_frames(job.style_frames)
+        style_frames = read_style_frames(job.style_frames)  # read (and checked) before any model runs
     use_renderer = job.art is not None or job.art_style is not None or cfg.renderer == "pirender"
     if use_renderer:
         pipeline._load_renderer()
@@ -239,17 +238,26 @@ def run_style_frames(pipeline, job) -> list[str]:
     with pipeline._timed(job, "face"):
         face = pipeline.find_face(job, inputs.image)
         source = pipeline.coeff_backend(face.crop, face.crop_landmarks)
-    with pipeline._timed(job, "style frames"):
-        refs = read_style_references(job.style_frames, detector, pipeline.coeff_backend, pipeline.face_model,
-                                     style_frames)
-    with pipeline._timed(job, "style transfer"):
-        model = load_style_ref_motion(str(cfg.style_ref_motion), float(cfg.style_strength))
-        if model.untransferred is None and int(cfg.transfer.steps) > 0:
-            options = TransferOptions(**OmegaConf.to_container(cfg.transfer, resolve=True))
-            projection = {"weight": float(cfg.style_projection), "k": int(cfg.style_projection_k)}
-            stream = None if refs.wav is not None else inputs.wav  # a style video's own sound, else the speech
-            tuned, base, bank = transfer_style(str(cfg.style_ref_motion), refs, stream, options, projection)
-            model = StyleRefMotion(tuned, base, bank, float(cfg.style_strength)).eval()
+    key = (os.path.abspath(job.style_frames), str(cfg.style_ref_motion))
+    cache = pipeline.style_references  # one transfer per style video for a batch of jobs
+    if key not in cache:
+        with pipeline._timed(job, "style frames"):
+            refs = read_style_references(job.style_frames, detector, pipeline.coeff_backend, pipeline.face_model,
+                                         style_frames)
+        with pipeline._timed(job, "style transfer"):
+            model = load_style_ref_motion(str(cfg.style_ref_motion), float(cfg.style_strength))
+            if model.untransferred is None and int(cfg.transfer.steps) > 0:
+                options = TransferOptions(**OmegaConf.to_container(cfg.transfer, resolve=True))
+                projection = {"weight": float(cfg.style_projection), "k": int(cfg.style_projection_k)}
+                stream = None if refs.wav is not None else inputs.wav  # a style video's own sound, else the speech
+                tuned, base, bank = transfer_style(str(cfg.style_ref_motion), refs, stream, options, projection)
+                model = StyleRefMotion(tuned, base, bank, float(cfg.style_strength)).eval()
+        if refs.wav is None:  # transferred on this job's speech: not for another job
+            cache.clear()
+        else:
+            cache[key] = (refs, model)
+    else:
+        refs, model = cache[key]
     with pipeline._timed(job, "motion"):
         face_motion, pose_motion = model.to(pipeline.device)(audio_mels(inputs.wav).to(pipeline.device)[None])
         landmarks = photo_landmarks(pipeline.face_model, source, face_motion[0].cpu(), pose_motion[0].cpu())

@@ -360,15 +360,52 @@ def test_style_frames_transfer_a_talking_style(demo_inputs, synthetic_corpus, tm
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["reference_frames"] == 12 and len(report["style_reference_images"]) == 4
     assert report["projection_bank"] == 12  # the video's sound, one feature per frame
-    out2 = tmp_path / "styled2.mp4"
-    res = infer(*tuple_args(demo_inputs, out2, text=None, art=None, style_frames=video),
+    out2 = tmp_path / "styled2.mp4"  # the transferred run, and with an art picture: Style-A draws the frames
+    res = infer(*tuple_args(demo_inputs, out2, text=None, style_frames=video),
                 f"style_ref_motion={transferred}", "style_strength=0.5")
     assert res.returncode == 0, res.stderr[-3000:]
     assert probe_video(out2).n_frames == info.n_frames
+    assert "Style-A" in res.stdout and "style transfer" in res.stdout and "style-aware generator" not in res.stdout
 
+    # misuse, in-process (the subprocess runs above show how errors reach the command line)
+    from hydra import compose, initialize_config_dir
+
+    from stylization.errors import ConfigError, DataError
+    from stylization.pipeline import Job, Pipeline
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=[f"checkpoints={ckpt}"])
+    pipeline = Pipeline(cfg, torch.device("cpu"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args, message in (({"style_frames": empty, "text": None}, "no pictures"), ({"style_frames": folder, "text": "happy"}, "drop text=")):
-        res = infer(*tuple_args(demo_inputs, tmp_path / "bad.mp4", art=None, **args))
-        assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
-        assert not (tmp_path / "bad.mp4").exists()
+    job = dict(audio=str(demo_inputs["audio"]), out=str(tmp_path / "bad.mp4"), image=str(demo_inputs["image"]))
+    with pytest.raises(DataError, match="no pictures"):
+        pipeline.run(Job(**job, style_frames=str(empty)))
+    with pytest.raises(ConfigError, match="drop text="):
+        pipeline.run(Job(**job, style_frames=str(folder), text="happy"))
+    assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_the_style_reference_protocol(demo_inputs, synthetic_corpus, tmp_path):
+    """generate_benchmark.py style_reference=speaker: the speaker's first test clip is the style video,
+    the next clips (rows_per_speaker) are rows; the ground truth is the real video; benchmark.py then
+    reports the style metrics on them."""
+    ckpt = style_ref_runs(demo_inputs, synthetic_corpus)
+    out = tmp_path / "bench"
+    res = subprocess.run([sys.executable, "scripts/generate_benchmark.py", f"data.root={synthetic_corpus}", f"out={out}",
+                          f"checkpoints={ckpt}", "style_reference=speaker", "rows_per_speaker=1", "method=style_ref",
+                          "methods=[style_ref]", "transfer.steps=2", "device=cpu"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    corpus = Corpus(synthetic_corpus)
+    clips = corpus.clips("test")
+    row = clips[1]  # the speaker's second clip (the first is the style video)
+    assert sorted(p.name for p in (out / "style_ref").iterdir()) == [f"{row.id}.mp4"]
+    gt, truth = read_video(out / "gt" / f"{row.id}.mp4"), read_video(corpus.path(row, "video"))
+    assert len(gt) == len(truth) and np.abs(gt.astype(int) - truth.astype(int)).mean() < 4  # the real video
+    score = subprocess.run([sys.executable, "scripts/benchmark.py", f"gen={out / 'style_ref'}", f"gt={out / 'gt'}",
+                            f"out={tmp_path / 'r.json'}", "metrics=[cpbd,d_l,sld,slv,smd]", "size=64"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert score.returncode == 0, score.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["clips"] == 1 and set(result["aggregate"]) >= {"cpbd", "d_l", "sld", "slv", "smd"}
