@@ -183,3 +183,20 @@ def test_stage_trains_validates_and_reloads(tiny_corpus, tmp_path):
                  "config": {"model": {}}, "modules": {}, "ema": {}, "optimizers": {}}, path)
     with pytest.raises(CheckpointError, match="not a 'style_ref_motion'"):
         load_style_ref_motion(tmp_path / "other")
+
+
+def test_style_strength_blends_the_transferred_and_untransferred_motion():
+    from stylization.style_reference.motion import StyleRefMotion
+
+    torch.manual_seed(0)
+    a, b = (MotionGenerator(encoder_channels=4, feature_dim=8, hidden=8, layers=1).eval() for _ in range(2))
+    mel = torch.randn(1, 6, 1, 80, 16)
+    with torch.no_grad():
+        (fa, pa), (fb, pb) = a(mel), b(mel)
+    for g in (0.0, 0.5, 1.0):
+        face, pose = StyleRefMotion(a, b, strength=g)(mel)
+        assert torch.allclose(face, g * fa + (1 - g) * fb, atol=1e-6) and torch.allclose(pose, g * pa + (1 - g) * pb, atol=1e-6)
+    bank = FeatureBank(torch.randn(30, 8), k=4, weight=1.0)
+    projected = StyleRefMotion(a, bank=bank)(mel)[0]
+    with torch.no_grad():
+        assert torch.allclose(projected, a.decode(bank(a.encoder(mel)))[0])

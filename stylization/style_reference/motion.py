@@ -158,10 +158,14 @@ def manifold_projection(features: torch.Tensor, bank: torch.Tensor, k: int = 10,
     return features + weight * (projected - features).detach()
 
 
+def blend(transferred: torch.Tensor, untransferred: torch.Tensor, gamma: float) -> torch.Tensor:
+    """γ · transferred + (1 - γ) · untransferred motion: the style strength at inference (Eq. 6's γ)."""
+    return gamma * transferred + (1 - gamma) * untransferred
+
+
 class StyleRefMotion(nn.Module):
     """Inference motion: a (transferred) generator, optionally blended with the untransferred one by
-    ``strength`` γ (:func:`~stylization.style_reference.transfer.blend`'s rule, inlined here so the model
-    layer does not import the transfer code) and with its features projected onto ``bank``."""
+    ``strength`` γ (:func:`blend`) and with its audio features projected onto ``bank``."""
 
     def __init__(self, generator: MotionGenerator, untransferred: MotionGenerator | None = None,
                  bank: FeatureBank | None = None, strength: float = 1.0):
@@ -176,5 +180,4 @@ class StyleRefMotion(nn.Module):
         if self.untransferred is None or self.strength == 1.0:
             return face, pose
         face0, pose0 = self.untransferred(mel, self.bank)
-        g = self.strength
-        return g * face + (1 - g) * face0, g * pose + (1 - g) * pose0
+        return blend(face, face0, self.strength), blend(pose, pose0, self.strength)

@@ -2,8 +2,7 @@
 
 Inputs: a character's reference landmarks φ_s (motion vectors of its reference frames: 68 x 3
 keypoints in the head's frame and the 6-d head pose, :mod:`stylization.data.keypoint_motion`) and an
-audio stream. The motion generator's output on the
-audio, φ_mg, and φ_s pass through the **style transfer network** f (:class:`StyleTransferNetwork`:
+audio stream. The motion generator's output on the audio, φ_mg, and φ_s pass through the **style transfer network** f (:class:`StyleTransferNetwork`:
 three layers of 1024, 512 and 256 units; "the final layer produces the mean features") and
 
 * L_sc = || mean f(φ_mg) - mean f(φ_s) ||²                          (Eq. 4)
@@ -14,20 +13,25 @@ three layers of 1024, 512 and 256 units; "the final layer produces the mean feat
 the input reference images and audio-driven motions" and that L_r keeps f from breaking "the manifold
 of valid styles"):
 
-* f learns to *show* the difference: it maximises sqrt(L_sc) - λ L_r (a critic with WGAN-GP's gradient
-  penalty, which is exactly Eq. 5's form, and WGAN-GP's λ = 10; the gap's norm rather than its square,
-  which the penalty bounds); the motion generator minimises L_mg + L_sc + L_r with f fixed. A network that minimised L_sc too would map every motion to one point (nothing to transfer);
-  the penalty keeps it from blowing the gap up instead.
+* f learns to *show* the difference: it maximises ||gap|| - λ L_r, gap = mean f(φ_mg) - mean f(φ_s)
+  (a critic with WGAN-GP's gradient penalty, which is Eq. 5's form, and WGAN-GP's λ = 10,
+  ``critic_penalty``); the motion generator minimises ``anchor`` · L_mg + ``sc`` · ||gap|| + ``r`` · L_r
+  with f fixed. ||gap|| = sqrt(L_sc) has L_sc's minimiser and gradients that do not grow with the gap.
+  A network that minimised L_sc too would map every motion to one point: nothing would transfer.
 * f's output is a 256-d vector; Eq. 5's gradient is that of its projection on the current gap's
-  direction d = (mean f(φ_mg) - mean f(φ_s)) / ||·|| (detached): the scalar along which the two motion
-  sets are told apart. γ is drawn uniformly in [0, 1] per pair (WGAN-GP's interpolates).
-* φ_mg and φ_s are unpaired sets of frames (reference images carry no audio): the means are over
-  frames. L_mg, the motion generator's loss, then cannot be the training regression; it is the mean
-  squared distance to the *untransferred* generator's output on the same audio (in the network's
-  units, weight ``anchor``): it keeps the timing (lip sync) while L_sc moves the style.
-* Motions enter f in the generator's units, 210 numbers a frame (:meth:`MotionGenerator.normalise`).
+  direction d = gap / ||gap|| (detached): the scalar along which the two motion sets are told apart.
+  γ is drawn uniformly in [0, 1] per pair (WGAN-GP's interpolates).
+* f reads :meth:`MotionGenerator.style_vector`: the 68 x 3 head-frame landmarks over one common scale
+  and the head pose (210 numbers a frame). The means are over frames, so φ_mg and φ_s need not pair up.
+* L_mg, the motion generator's loss: when the references are a talking video with its sound
+  (``paired``), the generator's own training loss on it; when they are frames and the audio stream is
+  another recording, the squared distance to the *untransferred* generator's output on that audio
+  (in the generator's units): it keeps the timing while L_sc moves the style.
+* The head sway that a speaker's references show is mostly not in the speech; the critic is what adds
+  it (docs/results.md: fine-tuning on L_mg alone leaves SLD where it was).
 
-At inference, :func:`blend` mixes the transferred and untransferred motion with γ (``style_strength``).
+At inference, :func:`~stylization.style_reference.motion.blend` mixes the transferred and untransferred
+motion with γ (``style_strength``; :class:`~stylization.style_reference.motion.StyleRefMotion` applies it).
 """
 
 from __future__ import annotations
@@ -78,11 +82,6 @@ def gradient_regulariser(f: nn.Module, phi_mg: torch.Tensor, phi_s: torch.Tensor
     score = (f(hat) * direction).sum()
     (grad,) = torch.autograd.grad(score, hat, create_graph=True)
     return (grad.norm(dim=-1) - 1).pow(2).mean()
-
-
-def blend(transferred: torch.Tensor, untransferred: torch.Tensor, gamma: float) -> torch.Tensor:
-    """γ · transferred + (1 - γ) · untransferred motion (the style strength at inference)."""
-    return gamma * transferred + (1 - gamma) * untransferred
 
 
 @dataclasses.dataclass
