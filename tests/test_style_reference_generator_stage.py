@@ -157,3 +157,29 @@ def test_the_stage_trains_validates_and_reloads(tiny_corpus, mapping_run, tmp_pa
 
     with pytest.raises(ConfigError, match="must be a style_ref_mapping run"):  # a run of another stage
         StyleRefGeneratorStage(generator_config(tiny_corpus, f"stage.mapping={run_dir}"))
+
+
+def test_bisenet_parsing_for_the_style_aware_loss(tiny_corpus, mapping_run, tmp_path):
+    """stage.bisenet=FILE: Eq. 3's weights come from BiSeNet's parsing of the target frames (face-parsing.
+    PyTorch's convention: 512², ImageNet statistics, argmax, nearest back to the frame size)."""
+    import torch.nn.functional as F
+
+    from stylization.constants import IMAGENET_MEAN, IMAGENET_STD
+    from stylization.style_a.bisenet import BiSeNet
+    from stylization.style_reference.generator_stage import bisenet_labels
+
+    torch.manual_seed(0)
+    parser = BiSeNet(19).eval()
+    torch.save(parser.state_dict(), tmp_path / "faceparsing.pth")
+    frames = torch.rand(1, 3, S, S) * 2 - 1
+    labels = bisenet_labels(parser, frames)
+    with torch.no_grad():
+        x = F.interpolate((frames + 1) / 2, size=(512, 512), mode="bilinear", align_corners=False)
+        x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        full = parser(x)[0].argmax(1)
+    assert labels.shape == (1, S, S) and labels.dtype == torch.long
+    assert torch.equal(labels, full[:, ::512 // S, ::512 // S])  # nearest: every 16th label of the 512² map
+    cfg = generator_config(tiny_corpus, f"stage.mapping={mapping_run}", f"stage.bisenet={tmp_path / 'faceparsing.pth'}",
+                           *trainer_overrides(tmp_path / "gen", 1))
+    stage = StyleRefGeneratorStage(cfg)
+    assert stage.parser is not None and not any(p.requires_grad for p in stage.parser.parameters())

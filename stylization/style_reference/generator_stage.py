@@ -14,7 +14,8 @@ the speaker's :func:`~stylization.style_reference.templates.descriptor_spread`
 
 **Items** (:class:`GeneratorPairDataset`): a source frame of a clip and ``stage.targets`` target frames
 of the same clip (one decode serves them all); per target its landmarks (scaled to the image size),
-facial map, landmark-drawn label map (:func:`~stylization.data.parsing.landmark_labels`, for Eq. 3's W)
+facial map, landmark-drawn label map (:func:`~stylization.data.parsing.landmark_labels`, for Eq. 3's W;
+with ``stage.bisenet=FILE`` BiSeNet's parsing of the target frames replaces it, :func:`bisenet_labels`)
 and the index of its matched style reference (:func:`~stylization.style_reference.templates.match_templates`
 of its mouth descriptor against the speaker's references'); and the speaker's four reference images.
 
@@ -272,6 +273,25 @@ def render(generator: nn.Module, source: torch.Tensor, facial_maps: torch.Tensor
     return out.unflatten(0, (source.shape[0], k))
 
 
+BISENET_INPUT = 512  # px: face-parsing.PyTorch's input size
+
+
+@torch.no_grad()
+def bisenet_labels(parser: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """Face-parsing classes [N, S, S] (long) of frames [N, 3, S, S] in [-1, 1], as face-parsing.PyTorch
+    parses a face: resized to 512² (bilinear), ImageNet-normalised, the main logits' argmax brought back
+    to S by nearest sampling."""
+    from stylization.constants import IMAGENET_MEAN, IMAGENET_STD
+
+    parser.to(frames.device)
+    x = F.interpolate((frames.float() + 1) / 2, size=(BISENET_INPUT, BISENET_INPUT), mode="bilinear",
+                      align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    labels = parser((x - mean) / std)[0].argmax(1, keepdim=True).float()
+    return F.interpolate(labels, size=frames.shape[-2:], mode="nearest")[:, 0].long()
+
+
 def perceptual_pyramid(perceptual: nn.Module, fake: torch.Tensor, real: torch.Tensor, scales: int) -> torch.Tensor:
     """:class:`VGGPerceptual` summed over ``scales`` bilinear halvings; fake, real [N, 3, H, W] in [-1, 1]."""
     perceptual.to(fake.device)
@@ -335,6 +355,12 @@ class StyleRefGeneratorStage(TrainingStage):
         if self.weights["perceptual"] > 0:
             layers = {str(k): float(v) for k, v in s.perceptual_layers.items()}
             self.perceptual = VGGPerceptual(vgg19_features(s.perceptual_weights), layers)
+        # Eq. 3's face parsing: BiSeNet's (face-parsing.PyTorch weights) when given, else the landmark-drawn map
+        self.parser = None
+        if s.get("bisenet") is not None:
+            from stylization.loading import load_official
+
+            self.parser = load_official("bisenet", str(s.bisenet)).eval().requires_grad_(False)
 
     # -- building -----------------------------------------------------------------------
 
@@ -368,9 +394,11 @@ class StyleRefGeneratorStage(TrainingStage):
                                               self.mapping_size)
         with ctx.autocast():
             fake = render(modules["generator"], batch["source"], batch["facial_map"], isp)
+        targets = batch["target"].flatten(0, 1)
+        labels = batch["labels"].flatten(0, 1) if self.parser is None else bisenet_labels(self.parser, targets)
         return {"isp": isp, "sources": batch["source"].repeat_interleave(k, 0),
-                "targets": batch["target"].flatten(0, 1),
-                "maps": batch["facial_map"].flatten(0, 1), "labels": batch["labels"].flatten(0, 1),
+                "targets": targets,
+                "maps": batch["facial_map"].flatten(0, 1), "labels": labels,
                 "index": batch["pattern_index"].flatten(0, 1), "patterns": isp.repeat_interleave(k, 0),
                 "fake": fake.flatten(0, 1).float()}
 
