@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FRAME_SIZE, compose_train
+from test_style_reference_mapping import TINY
 
 from stylization.data.corpus import Corpus
 from stylization.engine.distributed import init_distributed
@@ -25,17 +26,7 @@ from stylization.style_reference.generator_stage import (
 from stylization.style_reference.templates import mouth_descriptors, retrieve_style_references
 
 S = FRAME_SIZE  # 32 px: the tiny corpus's frames
-M = "model.mapping"
-# A 32 px Style Mapping (as tests/test_style_reference_mapping.py's) and a 32 px Style-Aware Generator.
-TINY_MAPPING = [
-    f"model.image_size={S}", "model.num_kp=4", "model.depth=4", "model.feature_channels=4",
-    f"{M}.keypoint_extractor.base_channels=8", f"{M}.keypoint_extractor.max_channels=16",
-    f"{M}.keypoint_extractor.levels=2", f"{M}.keypoint_extractor.volume_channels=8",
-    f"{M}.pose_net.stem_channels=8", f"{M}.pose_net.channels=[16,32]", f"{M}.pose_net.blocks=[1,1]",
-    f"{M}.warping.compress_channels=2", f"{M}.warping.base_channels=8", f"{M}.warping.max_channels=16",
-    f"{M}.warping.levels=1", f"{M}.generator.base_channels=8", f"{M}.generator.max_channels=16",
-    f"{M}.generator.volume_blocks=1", f"{M}.generator.residual_blocks=1",
-    "model.discriminator.base_channels=8", "model.discriminator.max_channels=16"]
+TINY_MAPPING = TINY  # the 32 px Style Mapping of tests/test_style_reference_mapping.py
 G = "model.generator"
 TINY_GENERATOR = [f"model.image_size={S}", f"{G}.base_channels=8", f"{G}.max_channels=16", f"{G}.levels=2",
                   f"{G}.res_blocks=1", f"{G}.pattern_channels=4", f"{G}.key_channels=4", f"{G}.fused_skips=1",

@@ -104,6 +104,18 @@ def mouth_weighted_starts(gap: np.ndarray, source: int, f: int, k: int, rng: np.
     return [int(v) for v in rng.choice(len(runs), size=k, p=weight / weight.sum())]
 
 
+def drop_damaged(corpus, clips: list, problems: dict[str, str], skip_damaged: bool) -> list:
+    """``clips`` without those in ``problems`` (clip id -> what is wrong): a DataError naming the first
+    ten unless ``skip_damaged``, then a warning."""
+    if problems:
+        lines = "; ".join(f"{cid}: {p}" for cid, p in list(problems.items())[:10])
+        if not skip_damaged:
+            raise DataError(f"{len(problems)} damaged clips ({lines}); fix them or set data.skip_damaged=true",
+                            corpus.root)
+        log.warning("skipping %d damaged clips: %s", len(problems), lines)
+    return [r for r in clips if r.id not in problems]
+
+
 class RenderPairDataset(Dataset):
     """Args (keyword-only after ``split``; the stage passes every value from its config):
 
@@ -168,13 +180,7 @@ class RenderPairDataset(Dataset):
                 problem = f"no stylised video for any of {self.styles} (files['style_<name>']; or use stage.targets=teacher)"
             if problem is not None:
                 problems[rec.id] = problem
-        if problems:
-            lines = "; ".join(f"{cid}: {p}" for cid, p in list(problems.items())[:10])
-            if not skip_damaged:
-                raise DataError(f"{len(problems)} damaged clips ({lines}); fix them or set data.skip_damaged=true",
-                                self.corpus.root)
-            log.warning("skipping %d damaged clips: %s", len(problems), lines)
-        return [r for r in clips if r.id not in problems]
+        return drop_damaged(self.corpus, clips, problems, skip_damaged)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -41,6 +41,18 @@ VGG19_LAYERS = {"relu1_1": 1, "relu2_1": 6, "relu3_1": 11, "relu4_1": 20, "relu5
 DEFAULT_LAYER_WEIGHTS = {"relu1_1": 1 / 32, "relu2_1": 1 / 16, "relu3_1": 1 / 8, "relu4_1": 1 / 4, "relu5_1": 1.0}
 
 
+def perceptual_pyramid(perceptual: nn.Module, fake: torch.Tensor, real: torch.Tensor, scales: int) -> torch.Tensor:
+    """``perceptual`` (a :class:`VGGPerceptual`) summed over ``scales`` sizes, each half the last (bilinear,
+    as PIRender's ``num_scales``); fake, real [N, 3, H, W] in [-1, 1]."""
+    perceptual.to(fake.device)
+    total = perceptual(fake, real)
+    for _ in range(1, scales):
+        size = (fake.shape[-2] // 2, fake.shape[-1] // 2)
+        fake, real = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (fake, real))
+        total = total + perceptual(fake, real)
+    return total
+
+
 def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(fake, real)
 

@@ -66,14 +66,14 @@ from stylization.data.datasets import LRUCache
 from stylization.data.draw import facial_map
 from stylization.data.parsing import landmark_labels
 from stylization.data.render_inputs import resize, to_tensor
-from stylization.data.render_pairs import SOURCE_FRAMES, closed_mouth_frame
+from stylization.data.render_pairs import SOURCE_FRAMES, closed_mouth_frame, drop_damaged
 from stylization.data.video import read_video
 from stylization.engine.stage import StepContext, TrainingStage, check_adam_options, loss_weights
 from stylization.errors import ConfigError, DataError
 from stylization.loading import vgg19_features
 from stylization.metrics.image import psnr
 from stylization.runs import load_run
-from stylization.style_a.losses import VGGPerceptual, check_perceptual_options
+from stylization.style_a.losses import VGGPerceptual, check_perceptual_options, perceptual_pyramid
 from stylization.style_reference.gan import lsgan_d_loss, lsgan_g_loss
 from stylization.style_reference.generator import matched_pattern, region_weights, style_photometric_loss
 from stylization.style_reference.templates import (
@@ -185,13 +185,7 @@ class GeneratorPairDataset(Dataset):
 
     def _sound_clips(self, clips: list, skip_damaged: bool) -> list:
         problems = {rec.id: p for rec in clips if (p := self.corpus.check_clip(rec)) is not None}
-        if problems:
-            lines = "; ".join(f"{cid}: {p}" for cid, p in list(problems.items())[:10])
-            if not skip_damaged:
-                raise DataError(f"{len(problems)} damaged clips ({lines}); fix them or set data.skip_damaged=true",
-                                self.corpus.root)
-            log.warning("skipping %d damaged clips: %s", len(problems), lines)
-        return [rec for rec in clips if rec.id not in problems]
+        return drop_damaged(self.corpus, clips, problems, skip_damaged)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -290,17 +284,6 @@ def bisenet_labels(parser: nn.Module, frames: torch.Tensor) -> torch.Tensor:
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     labels = parser((x - mean) / std)[0].argmax(1, keepdim=True).float()
     return F.interpolate(labels, size=frames.shape[-2:], mode="nearest")[:, 0].long()
-
-
-def perceptual_pyramid(perceptual: nn.Module, fake: torch.Tensor, real: torch.Tensor, scales: int) -> torch.Tensor:
-    """:class:`VGGPerceptual` summed over ``scales`` bilinear halvings; fake, real [N, 3, H, W] in [-1, 1]."""
-    perceptual.to(fake.device)
-    total = perceptual(fake, real)
-    for _ in range(1, scales):
-        size = (fake.shape[-2] // 2, fake.shape[-1] // 2)
-        fake, real = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (fake, real))
-        total = total + perceptual(fake, real)
-    return total
 
 
 # -- the stage ---------------------------------------------------------------------------------

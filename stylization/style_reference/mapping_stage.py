@@ -40,7 +40,7 @@ from stylization.engine.stage import StepContext, TrainingStage, check_adam_opti
 from stylization.errors import ConfigError
 from stylization.loading import vgg19_features
 from stylization.metrics.image import psnr
-from stylization.style_a.losses import VGGPerceptual, check_perceptual_options
+from stylization.style_a.losses import VGGPerceptual, check_perceptual_options, perceptual_pyramid
 from stylization.style_reference.gan import lsgan_d_loss, lsgan_g_loss
 from stylization.style_reference.mapping import angle_bins, angles_from_logits
 
@@ -170,15 +170,8 @@ class StyleMappingStage(TrainingStage):
     # -- losses ---------------------------------------------------------------------------
 
     def perceptual_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """:class:`VGGPerceptual` summed over ``stage.perceptual_scales`` bilinear halvings; fake, real in [0, 1]."""
-        self.perceptual.to(fake.device)
-        fake, real = fake * 2 - 1, real * 2 - 1
-        total = self.perceptual(fake, real)
-        for _ in range(1, self.scales):
-            size = (fake.shape[-2] // 2, fake.shape[-1] // 2)
-            fake, real = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (fake, real))
-            total = total + self.perceptual(fake, real)
-        return total
+        """:func:`perceptual_pyramid` over ``stage.perceptual_scales`` sizes; fake, real in [0, 1]."""
+        return perceptual_pyramid(self.perceptual, fake * 2 - 1, real * 2 - 1, self.scales)
 
     def equivariance_loss(self, model, sources: torch.Tensor, keypoints: torch.Tensor,
                           ctx: StepContext) -> torch.Tensor:

@@ -43,7 +43,7 @@ from stylization.engine.stage import StepContext, TrainingStage, check_adam_opti
 from stylization.errors import ConfigError
 from stylization.loading import load_official, vgg19_features
 from stylization.metrics.image import psnr, ssim
-from stylization.style_a.losses import VGGPerceptual, check_perceptual_options
+from stylization.style_a.losses import VGGPerceptual, check_perceptual_options, perceptual_pyramid
 from stylization.styletalk.pirender import PIRenderer
 
 PARTS = ("mapping_net", "warpping_net", "editing_net")  # the run's modules: PIRenderer's children
@@ -155,15 +155,8 @@ class PIRenderStage(TrainingStage):
         return step < self.warp_steps
 
     def perceptual_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """:class:`VGGPerceptual` summed over ``stage.perceptual_scales`` scales (each half the last,
-        bilinear, as PIRender's ``num_scales``). fake, real [N, 3, H, W] in [-1, 1]."""
-        self.perceptual.to(fake.device)
-        total = self.perceptual(fake, real)
-        for _ in range(1, self.scales):
-            size = (fake.shape[-2] // 2, fake.shape[-1] // 2)
-            fake, real = (F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (fake, real))
-            total = total + self.perceptual(fake, real)
-        return total
+        """:func:`perceptual_pyramid` over ``stage.perceptual_scales`` sizes; fake, real [N, 3, H, W] in [-1, 1]."""
+        return perceptual_pyramid(self.perceptual, fake, real, self.scales)
 
     def objective(self, out: dict, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Renderer outputs, targets [N, 3, S, S] -> (weighted total, {term: unweighted value}). The
