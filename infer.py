@@ -26,6 +26,13 @@ from omegaconf import DictConfig
 FREE_TEXT_KEYS = ("text", "text_file")
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory, GiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def infer(cfg: DictConfig) -> None:
     import logging
 
@@ -61,6 +68,7 @@ def infer(cfg: DictConfig) -> None:
     for path in pipeline.run(job):
         log.info("wrote %s", path)
     print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in job.timings.items()))
+    print(f"peak memory: {peak_rss_gib():.2f} GiB")
     print(f"wrote {job.out}")
 
 

@@ -4,7 +4,8 @@
 
 Random weights at the official configuration (style dim 512, 8 mapping layers, channel
 multiplier 2), stored noise; DualStyleGAN with an extrinsic W+ code and weights 0.75 / 1.
-CPU in fp32; CUDA, when present, in fp32 and bf16 autocast. The last line is a JSON object
+CPU in fp32 (and bf16 autocast where the CPU has native bf16 kernels); CUDA, when present, in
+fp32 and bf16 autocast. glibc's allocator is tuned as in every entry point. The last line is a JSON object
 {model: {device: {precision: {size: images_per_second}}}}.
 """
 
@@ -53,12 +54,18 @@ def images_per_second(model: str, size: int, device: str, precision: str, batch:
 def main() -> None:
     import torch
 
+    from stylization.allocator import tune_allocator
+
+    tune_allocator()  # as every entry point does (stylization/allocator.py)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    runs = [("cpu", "fp32")]
+    from stylization.numerics import native_bf16
+
+    runs = [("cpu", "fp32")] + ([("cpu", "bf16")] if native_bf16(torch.device("cpu")) else [])
     if torch.cuda.is_available():
         runs += [("cuda", "fp32"), ("cuda", "bf16")]
     result: dict = {}

@@ -76,6 +76,10 @@ def bench(device: str, seconds: float, repeats: int, model_name: str, precision:
 def main() -> None:
     import torch
 
+    from stylization.allocator import tune_allocator
+
+    tune_allocator()  # as every entry point does (stylization/allocator.py)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length in seconds")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up")

@@ -21,3 +21,18 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN, or an older torch
         return False
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def inference_autocast(precision: str, device: torch.device):
+    """The context an inference precision asks for: bf16 autocast for ``"bf16"``, and for
+    ``"auto"`` where :func:`native_bf16` (CUDA, CPUs with native bf16 kernels); a null context
+    for ``"fp32"`` and for ``"auto"`` elsewhere."""
+    import contextlib
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    use = precision == "bf16" or (precision == "auto" and native_bf16(device))
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()

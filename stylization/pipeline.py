@@ -25,6 +25,12 @@
 6. **outputs** (:meth:`Pipeline.write`) — H.264 mp4 with the speech, ``.npy`` coefficients and a
    contact sheet, all written only when everything before succeeded (temporary files + rename).
 
+Steps 5 and 6 run as one stream (:class:`FrameStream`): each batch of frames is resized, converted
+to ``fps`` and encoded as soon as it is drawn, and only the contact sheet's frames are kept, so
+memory does not grow with the length of the speech. Their time is therefore one entry of
+``Job.timings``, ``"Style-A + outputs"`` (``"PIRenderer + outputs"``): rendering, encoding, the
+``.npy`` and the sheet.
+
 Without a photo (``image=null``) only steps 1 and 4 run (the source from ``source_coeffs``, no
 pose options) and the video previews the face model's landmarks: the motion model alone.
 Models come from training runs through :mod:`stylization.runs`.
@@ -35,20 +41,23 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from stylization.constants import COEFF_DIM, COEFF_SLICES, FACE_CROP_SIZE, FPS
 from stylization.data.audio import check_speech, load_audio, mel_windows, melspectrogram, n_video_frames
 from stylization.data.coeffs import semantic_windows
 from stylization.data.draw import landmark_canvas
 from stylization.data.face_model import FaceModel
-from stylization.data.video import write_video
+from stylization.data.video import VideoWriter
 from stylization.errors import ConfigError, DataError, UserError
+from stylization.numerics import PRECISIONS
 from stylization.preprocess.pose import apply_pose, check_pose_motion, load_coeff_file, pose_track, read_pose_source
 
 log = logging.getLogger("stylization.infer")
@@ -125,13 +134,13 @@ class MotionModel:
     """Speech -> expression, from a training run of stage ``style_e`` (text-controlled) or
     ``audio2exp`` (audio only), rebuilt from the run alone (:func:`stylization.runs.load_run`)."""
 
-    def __init__(self, checkpoint: str, device: torch.device, use_ema: bool = True):
+    def __init__(self, checkpoint: str, device: torch.device, use_ema: bool = True, precision: str = "auto"):
         from stylization.runs import STYLE_E_HINT, audio2exp_from_run, load_run, style_e_from_run
 
         run = load_run(checkpoint, use_ema=use_ema, hint=f"{STYLE_E_HINT} (or stage=audio2exp)")
         self.path, self.stage = run.path, run.stage
         if "denoiser" in run.module_names:
-            self.style_e, self.audio2exp = style_e_from_run(run).to(device), None
+            self.style_e, self.audio2exp = style_e_from_run(run, precision=precision).to(device), None
         else:
             self.style_e, self.audio2exp = None, audio2exp_from_run(run).to(device)
         self.device = device
@@ -167,10 +176,20 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return ((frames.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def sheet_frame_indices(n_frames: int, columns: int = 4, rows: int = 2) -> np.ndarray:
+    """The frames a contact sheet shows: min(columns · rows, n_frames) evenly spaced indices into a
+    video of ``n_frames`` frames, first and last included."""
+    return np.linspace(0, n_frames - 1, min(columns * rows, n_frames)).round().astype(int)
+
+
 def contact_sheet(inputs: list[np.ndarray], frames: np.ndarray, columns: int = 4, rows: int = 2) -> np.ndarray:
-    """One row of inputs (photo crop, art picture), then ``rows`` × ``columns`` evenly spaced frames."""
+    """One row of inputs (photo crop, art picture), then ``rows`` × ``columns`` evenly spaced frames.
+
+    ``frames`` [T, S, S, 3] is the video, or only its frames at :func:`sheet_frame_indices` (T) in
+    order (what a stream keeps): picking from those picks them all, so the sheet is the same.
+    """
     size = frames.shape[1]
-    pick = np.linspace(0, len(frames) - 1, min(columns * rows, len(frames))).round().astype(int)
+    pick = sheet_frame_indices(len(frames), columns, rows)
     tiles = [frames[i] for i in pick] + [np.full_like(frames[0], 255)] * (columns * rows - len(pick))
     grid = np.concatenate([np.concatenate(tiles[r * columns:(r + 1) * columns], 1) for r in range(rows)], 0)
     top = [cv2.resize(x, (size, size), interpolation=cv2.INTER_AREA) for x in inputs]
@@ -178,29 +197,99 @@ def contact_sheet(inputs: list[np.ndarray], frames: np.ndarray, columns: int = 4
     return np.concatenate([np.concatenate(top[:columns], 1), grid], 0)
 
 
-def landmark_video(face_model: FaceModel, coeffs: np.ndarray, size: int) -> np.ndarray:
-    """Coefficients [T, 260] -> RGB frames [T, size, size, 3] of the projected landmarks."""
+def landmark_batches(face_model: FaceModel, coeffs: np.ndarray, size: int, batch_frames: int = 25
+                     ) -> Iterator[np.ndarray]:
+    """Coefficients [T, 260] -> RGB frames of the projected landmarks, ``batch_frames`` at a time
+    ([n, size, size, 3] uint8); the landmarks of all T frames are projected at once ([T, 68, 2])."""
     lm = face_model.landmarks_from_coeffs(torch.from_numpy(coeffs).float(), size).numpy()
-    return np.stack([landmark_canvas([p], [(30, 30, 30)], size) for p in lm])
+    for start in range(0, len(lm), batch_frames):
+        yield np.stack([landmark_canvas([p], [(30, 30, 30)], size) for p in lm[start:start + batch_frames]])
+
+
+def resample_index(n_frames: int, fps: float) -> np.ndarray:
+    """For each output frame at ``fps``, the 25 fps frame it shows (nearest time, same duration):
+    [T'] indices into ``n_frames`` frames, T' = max(1, round(n_frames · fps / 25)), non-decreasing."""
+    if fps == FPS:
+        return np.arange(n_frames)
+    n = max(1, int(round(n_frames * fps / FPS)))
+    return np.minimum((np.arange(n) * FPS / fps).round().astype(int), n_frames - 1)
 
 
 def resample_frames(frames: np.ndarray, fps: float) -> np.ndarray:
-    """25 fps frames -> ``fps`` by nearest time (same duration)."""
+    """25 fps frames [T, ...] -> ``fps`` by nearest time (same duration)."""
+    return frames if fps == FPS else frames[resample_index(len(frames), fps)]
+
+
+def resample_batches(batches: Iterable[np.ndarray], n_frames: int, fps: float) -> Iterator[np.ndarray]:
+    """:func:`resample_frames` on a stream: 25 fps batches [n, ...] (``n_frames`` frames in all) ->
+    the ``fps`` frames each batch holds (:func:`resample_index`, computed once), batch by batch."""
     if fps == FPS:
+        yield from batches
+        return
+    index = resample_index(n_frames, fps)
+    start = 0
+    for batch in batches:
+        lo, hi = np.searchsorted(index, (start, start + len(batch)))
+        if hi > lo:
+            yield batch[index[lo:hi] - start]
+        start += len(batch)
+
+
+def resize_frames(frames: np.ndarray, size: int | None, interpolation: int | None = None) -> np.ndarray:
+    """RGB uint8 [n, H, H, 3] -> [n, size, size, 3] (None or H: unchanged). ``interpolation`` None:
+    area averaging to shrink, bicubic to enlarge."""
+    if size is None or int(size) == frames.shape[1]:
         return frames
-    n = max(1, int(round(len(frames) * fps / FPS)))
-    return frames[np.minimum((np.arange(n) * FPS / fps).round().astype(int), len(frames) - 1)]
+    s = int(size)
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if s < frames.shape[1] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (s, s), interpolation=interpolation) for f in frames])
 
 
-def write_outputs(out: str, frames: np.ndarray | None, wav: np.ndarray, fps: float, coeffs: np.ndarray | None,
-                  sheet: np.ndarray | None, sheet_out: str | None = None) -> list[str]:
+@dataclass
+class FrameStream:
+    """A video as it is rendered: ``n_frames`` RGB uint8 frames [S, S, 3] at the output frame rate,
+    arriving as batches [n, S, S, 3] from ``batches`` (an iterator, read once: nothing is drawn
+    until it is read). ``n_frames`` is known in advance (from the coefficients), so the contact
+    sheet's frames can be chosen before any is drawn."""
+
+    batches: Iterator[np.ndarray]
+    n_frames: int
+
+    def read(self, keep: np.ndarray | None = None, kept: list | None = None) -> Iterator[np.ndarray]:
+        """The batches, copying the frames at the sorted indices ``keep`` (into the whole video) into
+        ``kept`` in order as they pass; RuntimeError if the stream does not hold ``n_frames`` frames."""
+        start = 0
+        for batch in self.batches:
+            if keep is not None:
+                kept.extend(batch[i - start].copy() for i in keep[(keep >= start) & (keep < start + len(batch))])
+            start += len(batch)
+            yield batch
+        if start != self.n_frames:
+            raise RuntimeError(f"the renderer gave {start} frames, {self.n_frames} expected")
+
+
+def write_outputs(out: str, frames: Iterable[np.ndarray] | np.ndarray | None, wav: np.ndarray, fps: float,
+                  coeffs: np.ndarray | None, sheet: np.ndarray | Callable[[], np.ndarray] | None,
+                  sheet_out: str | None = None) -> list[str]:
     """The video (``out``), ``<out>.npy`` and the sheet (``sheet_out``, default ``<out>_sheet.png``);
-    on any failure none of them remains."""
+    on any failure none of them remains.
+
+    Args:
+        frames: RGB uint8 batches [n, S, S, 3], encoded as they arrive (a renderer's stream; one
+            array [T, S, S, 3] is one batch), or None for no video.
+        wav: the speech [N] at 16 kHz, cropped or padded to the video's T / ``fps`` seconds.
+        coeffs: [T, 260] saved as float32, or None.
+        sheet: the contact sheet RGB uint8 [H, W, 3]; or a function returning it, called once the
+            video is written (a sheet of streamed frames); or None.
+    """
     stem = os.path.splitext(out)[0]
     written: list[str] = []
     try:
         if frames is not None:
-            write_video(out, frames, fps=fps, audio=wav)
+            with VideoWriter(out, fps=fps, audio=wav) as writer:
+                for batch in [frames] if isinstance(frames, np.ndarray) else frames:
+                    writer.write(batch)
             written.append(out)
         if coeffs is not None:
             path = stem + ".npy"
@@ -209,7 +298,8 @@ def write_outputs(out: str, frames: np.ndarray | None, wav: np.ndarray, fps: flo
             written.append(path)
         if sheet is not None:
             path = sheet_out or stem + "_sheet.png"
-            if not cv2.imwrite(path + ".tmp.png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+            image = sheet() if callable(sheet) else sheet
+            if not cv2.imwrite(path + ".tmp.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
                 raise DataError("could not write the contact sheet", path)
             os.replace(path + ".tmp.png", path)
             written.append(path)
@@ -281,6 +371,10 @@ class Pipeline:
             raise ConfigError(f"mode must be {' or '.join(MODES)}, got {cfg.mode!r}")
         self.motion_model = self.clip_model = self.recognizer = self.edit_model = self.pose_model = None
         self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
+        self.identity_seconds = 0.0  # the last Style-A identity encoding (pSp codes, parsing), seconds
+        self.precision = str(OmegaConf.select(cfg, "precision", default="auto"))
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         # style_frames= jobs: (references, transferred motion) per (style video, motion run), kept for the next job
         self.style_references: dict = {}
 
@@ -288,7 +382,7 @@ class Pipeline:
 
     def _text_motion(self) -> MotionModel:
         if self.motion_model is None:
-            self.motion_model = MotionModel(str(self.cfg.style_e), self.device, bool(self.cfg.use_ema))
+            self.motion_model = MotionModel(str(self.cfg.style_e), self.device, bool(self.cfg.use_ema), self.precision)
         return self.motion_model
 
     def _clip_motion(self):
@@ -359,6 +453,7 @@ class Pipeline:
         self.render_inputs = RenderInputs(content_size=r.content_size, code_size=r.psp.input_size,
                                           identity_alignment=r.identity_alignment,
                                           parsing="landmarks" if r.parser is None else "none")
+        r.precision = self.precision
         self.renderer = r
         self._detector()
 
@@ -408,10 +503,24 @@ class Pipeline:
         with self._timed(job, self.motion_step(job)):
             coeffs = self.motion(job, inputs.wav, source)
             apply_pose(coeffs, self.pose(job, source, coeffs, inputs.wav))
-        with self._timed(job, "Style-A" if self.cfg.renderer == "style_a" else "PIRenderer"):
-            frames = self.render(job, inputs, face, coeffs, source)
-        with self._timed(job, "outputs"):
-            return self.write(job, inputs, face, frames, coeffs)
+        with self._timed(job, self.render_step()):  # steps 5 and 6: the frames are encoded as they are drawn
+            written = self.write(job, inputs, face, self.render(job, inputs, face, coeffs, source), coeffs)
+        self.split_render_timing(job)
+        return written
+
+    def split_render_timing(self, job: Job) -> None:
+        """Style-A's share of the render step, as the entries ``"of which ..."`` after it: the identity
+        (pSp codes, parsing and the generator's per-identity half) and the frames (the generator's
+        per-frame half); the rest of the step is resizing, encoding and writing."""
+        seconds = getattr(self.renderer, "seconds", None)
+        if self.cfg.renderer != "style_a" or not seconds:
+            return
+        job.timings["of which Style-A identity"] = self.identity_seconds + seconds["encode"]
+        job.timings["of which Style-A frames"] = seconds["frames"]
+
+    def render_step(self) -> str:
+        """The timing entry of steps 5 and 6, which run as one stream (see the module docstring)."""
+        return ("Style-A" if self.cfg.renderer == "style_a" else "PIRenderer") + " + outputs"
 
     def run_edit(self, job: Job) -> list[str]:
         """mode=edit (SAAS's video-driven editing): a talking video + a style clip -> the same
@@ -430,7 +539,7 @@ class Pipeline:
             check_output(job.out)
             wav = load_audio(job.audio or job.video)
             check_speech(wav, job.audio or job.video)
-            first = read_video(job.video, max_frames=1)[0]
+            first = read_video(job.video, fps=None, max_frames=1)[0]  # the 25 fps video's first frame too
             if self.cfg.renderer == "style_a" and job.art is None and job.art_style is None:
                 raise ConfigError("give an art picture (art=PATH) or an exstyle code name (art_style=NAME), "
                                   "or render photo-real with renderer=pirender")
@@ -446,10 +555,8 @@ class Pipeline:
             exp = COEFF_SLICES["exp"]
             coeffs[:, exp] = model.edit(torch.from_numpy(coeffs[:, exp]), code).cpu().numpy()
             apply_pose(coeffs, pose_track(coeffs[0], len(coeffs), driving=pose_rows(coeffs)))
-        with self._timed(job, "Style-A" if self.cfg.renderer == "style_a" else "PIRenderer"):
-            frames = self.render(job, inputs, face, coeffs, coeffs[0])
-        with self._timed(job, "outputs"):
-            return self.write(job, inputs, face, frames, coeffs)
+        with self._timed(job, self.render_step()):
+            return self.write(job, inputs, face, self.render(job, inputs, face, coeffs, coeffs[0]), coeffs)
 
     def read_inputs(self, job: Job) -> Inputs:
         """Step 1: read and check every input file before any model runs."""
@@ -553,12 +660,17 @@ class Pipeline:
         return self.pose_model
 
     @torch.no_grad()
-    def render(self, job: Job, inputs: Inputs, face: SourceFace, coeffs: np.ndarray, source: np.ndarray) -> np.ndarray:
-        """Step 5: coefficients [T, 260] (and the source row [260]) -> frames uint8 [T', S, S, 3] at
-        ``cfg.fps`` and ``cfg.size``."""
+    def render(self, job: Job, inputs: Inputs, face: SourceFace, coeffs: np.ndarray, source: np.ndarray
+               ) -> FrameStream:
+        """Step 5: coefficients [T, 260] (and the source row [260]) -> the frames uint8 [S, S, 3] at
+        ``cfg.fps`` and ``cfg.size``, T' = len(resample_index(T, cfg.fps)) of them, as a stream of
+        batches (``cfg.batch_size`` frames before the frame-rate conversion). The codes are computed
+        here; each batch is drawn, resized and converted when the stream is read."""
         cfg, r = self.cfg, self.renderer
+        fps = float(cfg.fps)
+        n_frames = len(resample_index(len(coeffs), fps))
         if cfg.renderer == "pirender":
-            return resample_frames(self.render_pirender(face, coeffs), float(cfg.fps))
+            return FrameStream(resample_batches(self.render_pirender(face, coeffs), len(coeffs), fps), n_frames)
         batch = self.render_inputs.identity(face.crop, face.crop_landmarks, aligned_from=(inputs.image, face.landmarks))
         exstyle_z = None
         if job.art_style is not None:
@@ -566,39 +678,37 @@ class Pipeline:
         else:
             batch["art"] = self.render_inputs.art(inputs.art)
         batch = {k: torch.as_tensor(v)[None].to(self.device) for k, v in batch.items()}
+        began = time.perf_counter()
         content, identity, art = r.encode_inputs(batch, exstyle_z)
+        self.identity_seconds = time.perf_counter() - began
         windows = torch.from_numpy(semantic_windows(coeffs)).to(self.device)
         keypoints = None
         if r.uses_keypoints:  # the face model's projections of the source row and of every frame
             project = lambda c: self.face_model.landmarks_from_coeffs(torch.from_numpy(c).float(), FACE_CROP_SIZE)  # noqa: E731
             keypoints = self.render_inputs.drive_keypoints(project(source).numpy(), project(coeffs).numpy(),
                                                            face.crop_landmarks, face.crop.shape[0]).to(self.device)
-        frames = to_uint8(r.render(content, identity, art, windows, int(cfg.batch_size), progress=True,
-                                   keypoints=keypoints))
-        if cfg.size is not None and int(cfg.size) != frames.shape[1]:
-            s = int(cfg.size)
-            interp = cv2.INTER_AREA if s < frames.shape[1] else cv2.INTER_CUBIC
-            frames = np.stack([cv2.resize(f, (s, s), interpolation=interp) for f in frames])
-        return resample_frames(frames, float(cfg.fps))
+        drawn = r.render_batches(content, identity, art, windows, int(cfg.batch_size), progress=True,
+                                 keypoints=keypoints)
+        size = None if cfg.size is None else int(cfg.size)
+        return FrameStream(resample_batches((resize_frames(to_uint8(x), size) for x in drawn), len(coeffs), fps),
+                           n_frames)
 
     @torch.no_grad()
-    def render_pirender(self, face: SourceFace, coeffs: np.ndarray) -> np.ndarray:
+    def render_pirender(self, face: SourceFace, coeffs: np.ndarray) -> Iterator[np.ndarray]:
         """PIRenderer (photo-real): the content crop at the renderer's size, driven by every 73×27
-        window -> frames uint8 [T, S, S, 3] (``cfg.size`` when set)."""
+        window -> frames uint8 [n, S, S, 3] (``cfg.size`` when set), ``cfg.batch_size`` at a time
+        at 25 fps, drawn as the iterator is read."""
         from tqdm import tqdm
 
         from stylization.data.render_inputs import resize, to_tensor
 
         r, bs = self.renderer, int(self.cfg.batch_size)
+        size = None if self.cfg.size is None else int(self.cfg.size)
         source = to_tensor(resize(face.crop, r.image_size))[None].to(self.device)
         windows = torch.from_numpy(semantic_windows(coeffs)).to(self.device)
-        frames = [to_uint8(r(source.expand(len(w), -1, -1, -1), w)["fake_image"].cpu())
-                  for w in tqdm(windows.split(bs), desc="PIRenderer", unit="batch")]
-        frames = np.concatenate(frames)
-        if self.cfg.size is not None and int(self.cfg.size) != frames.shape[1]:
-            s = int(self.cfg.size)
-            frames = np.stack([cv2.resize(f, (s, s), interpolation=cv2.INTER_CUBIC) for f in frames])
-        return frames
+        for w in tqdm(windows.split(bs), desc="PIRenderer", unit="batch"):
+            frames = r(source.expand(len(w), -1, -1, -1), w)["fake_image"]  # fp32: see configs/infer.yaml precision
+            yield resize_frames(to_uint8(frames.cpu()), size, cv2.INTER_CUBIC)
 
     def _exstyle_code(self, name: str) -> np.ndarray:
         """An ``exstyle_code.npy`` entry: a Z+ code [1, 18, 512] (the file is read once)."""
@@ -611,25 +721,32 @@ class Pipeline:
                               f"(it has: {', '.join(sorted(self.exstyle)[:8])} ...)")
         return self.exstyle[name]
 
-    def write(self, job: Job, inputs: Inputs, face: SourceFace, frames: np.ndarray, coeffs: np.ndarray) -> list[str]:
-        """Step 6: the video, the coefficients and the contact sheet (all or none)."""
+    def write(self, job: Job, inputs: Inputs, face: SourceFace, frames: FrameStream, coeffs: np.ndarray) -> list[str]:
+        """Step 6: the video (encoded as ``frames`` is read), the coefficients and the contact sheet
+        (made of the frames kept on the way), all or none."""
         cfg = self.cfg
-        art_view = inputs.art if inputs.art is not None else np.full_like(face.crop, 255)
-        sheet = contact_sheet([face.crop, art_view], frames) if cfg.sheet else None
         sheet_out = None if cfg.sheet_out is None else check_output(str(cfg.sheet_out))
-        return write_outputs(job.out, frames, inputs.wav, float(cfg.fps), coeffs if cfg.save_coeffs else None, sheet,
-                             sheet_out)
+        kept: list[np.ndarray] = []  # the sheet's frames, copied as they stream past
+        keep, sheet = None, None
+        if cfg.sheet:
+            art_view = inputs.art if inputs.art is not None else np.full_like(face.crop, 255)
+            keep = sheet_frame_indices(frames.n_frames)
+            sheet = lambda: contact_sheet([face.crop, art_view], np.stack(kept))  # noqa: E731
+        return write_outputs(job.out, frames.read(keep, kept), inputs.wav, float(cfg.fps),
+                             coeffs if cfg.save_coeffs else None, sheet, sheet_out)
 
     def _run_motion_only(self, job: Job, inputs: Inputs) -> list[str]:
-        """Without a photo: the coefficients from ``source_coeffs`` and a landmark preview video."""
+        """Without a photo: the coefficients from ``source_coeffs`` and a landmark preview video
+        (drawn and encoded batch by batch)."""
         cfg = self.cfg
         source = load_source_coeffs(cfg.source_coeffs)
         with self._timed(job, self.motion_step(job)):
             coeffs = self.motion(job, inputs.wav, source)
         with self._timed(job, "outputs"):
-            size = int(cfg.size or FACE_CROP_SIZE)
-            frames = resample_frames(landmark_video(self.face_model, coeffs, size), float(cfg.fps)) \
-                if cfg.preview_video else None
+            frames = None
+            if cfg.preview_video:
+                frames = resample_batches(landmark_batches(self.face_model, coeffs, int(cfg.size or FACE_CROP_SIZE)),
+                                          len(coeffs), float(cfg.fps))
             return write_outputs(job.out, frames, inputs.wav, float(cfg.fps), coeffs, None)
 
 

@@ -19,7 +19,9 @@ Steps (the reference-frame style transfer method, Pham et al. CVPRW 2024):
    back to coefficients (identity fixed to the photo's; :func:`~stylization.preprocess.clip_fit.fit_clip`)
    and rendered by Style-A (or PIRenderer); otherwise a ``style_ref_generator`` run draws each frame from
    the photo, the facial map of its landmarks and the Intermediate Style Patterns (the photo mapped onto
-   each Style Reference Image by its Style Mapping network).
+   each Style Reference Image by its Style Mapping network). Either way the frames are encoded batch
+   by batch as they are drawn (:class:`~stylization.pipeline.FrameStream`), timed as one step with the
+   outputs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -175,12 +178,12 @@ def landmarks_to_coeffs(face_model: FaceModel, source: np.ndarray, landmarks: np
 
 
 def generator_frames(run_path: str, photo_crop: np.ndarray, reference_crops: np.ndarray, landmarks: np.ndarray,
-                     device: torch.device, batch: int = 16) -> np.ndarray:
+                     device: torch.device, batch: int = 16) -> Iterator[np.ndarray]:
     """A ``style_ref_generator`` run draws the frames: photo crop uint8 [224, 224, 3], the 4 Style
     Reference Images' crops uint8 [4, 224, 224, 3], landmarks [T, 68, 2] (crop pixels) -> frames uint8
-    [T, S, S, 3] (S: the run's image size)."""
+    [n, S, S, 3] (S: the run's image size), ``batch`` at a time, drawn as the iterator is read (the run
+    is loaded and the Intermediate Style Patterns computed here, before the first frame)."""
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     from stylization.data.draw import facial_map
     from stylization.runs import load_run
@@ -202,13 +205,18 @@ def generator_frames(run_path: str, photo_crop: np.ndarray, reference_crops: np.
     source = images(photo_crop[None])
     with torch.no_grad():
         patterns = intermediate_style_patterns(mapping, source, images(reference_crops)[None], int(m.mapping_image_size))
-        frames = []
+
+    @torch.no_grad()
+    def draw() -> Iterator[np.ndarray]:
+        from tqdm import tqdm
+
         for start in tqdm(range(0, len(landmarks), batch), desc="style-aware generator", unit="batch"):
             maps = np.stack([facial_map(lm, size, size / FACE_CROP_SIZE) for lm in landmarks[start:start + batch]])
             maps = torch.from_numpy(maps).permute(0, 3, 1, 2).float().div(255).to(device)
             out = render(generator, source, maps[None], patterns)[0]
-            frames.append(out.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(frames)
+            yield out.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    return draw()
 
 
 def run_style_frames(pipeline, job) -> list[str]:
@@ -216,6 +224,7 @@ def run_style_frames(pipeline, job) -> list[str]:
     files written (the video with the speech, the coefficients fitted to the generated landmarks, the
     contact sheet)."""
     from stylization.data.style_frames import read_style_frames
+    from stylization.pipeline import FrameStream
     from stylization.runs import load_style_ref_motion
     from stylization.style_reference.motion import StyleRefMotion
     from stylization.style_reference.transfer import TransferOptions
@@ -262,12 +271,11 @@ def run_style_frames(pipeline, job) -> list[str]:
         face_motion, pose_motion = model.to(pipeline.device)(audio_mels(inputs.wav).to(pipeline.device)[None])
         landmarks = photo_landmarks(pipeline.face_model, source, face_motion[0].cpu(), pose_motion[0].cpu())
         coeffs = landmarks_to_coeffs(pipeline.face_model, source, landmarks)
+    # the frames are drawn and encoded as one stream (Pipeline.write), timed as one step
     if use_renderer:
-        with pipeline._timed(job, "Style-A" if cfg.renderer == "style_a" else "PIRenderer"):
-            frames = pipeline.render(job, inputs, face, coeffs, source)
-    else:
-        with pipeline._timed(job, "style-aware generator"):
-            frames = generator_frames(str(cfg.style_ref_generator), face.crop, refs.crops[refs.chosen], landmarks,
-                                      pipeline.device, int(cfg.batch_size))
-    with pipeline._timed(job, "outputs"):
-        return pipeline.write(job, inputs, face, frames, coeffs)
+        with pipeline._timed(job, pipeline.render_step()):
+            return pipeline.write(job, inputs, face, pipeline.render(job, inputs, face, coeffs, source), coeffs)
+    with pipeline._timed(job, "style-aware generator + outputs"):
+        frames = generator_frames(str(cfg.style_ref_generator), face.crop, refs.crops[refs.chosen], landmarks,
+                                  pipeline.device, int(cfg.batch_size))
+        return pipeline.write(job, inputs, face, FrameStream(frames, len(landmarks)), coeffs)

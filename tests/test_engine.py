@@ -34,6 +34,46 @@ def test_sampler_partitions_and_resumes():
     assert list(s) != full
 
 
+def test_sampler_world_of_four_shares_are_disjoint_and_padded_from_the_epoch_start():
+    """Four global ranks (e.g. two nodes x two processes): rank r reads entries r, r + 4, ... of the
+    epoch's order; 10 samples pad to 12 with the order's first two entries, which ranks 2 and 3 read
+    last (the samples ranks 0 and 1 read first): those two are seen twice that epoch."""
+    order = ResumableSampler(10, seed=1)
+    order.set_epoch(2)
+    order = list(order)  # a world of one reads the epoch's whole order
+    shares = [ResumableSampler(10, rank=r, world_size=4, seed=1) for r in range(4)]
+    for s in shares:
+        s.set_epoch(2)
+    lists = [list(s) for s in shares]
+    assert [len(s) for s in shares] == [len(x) for x in lists] == [3, 3, 3, 3]
+    assert [x[k] for k in range(3) for x in lists] == order + order[:2]
+    assert (lists[2][-1], lists[3][-1]) == (lists[0][0], lists[1][0])
+    unpadded = lists[0] + lists[1] + lists[2][:-1] + lists[3][:-1]
+    assert sorted(unpadded) == list(range(10))  # apart from the padding, an exact partition
+    even = [ResumableSampler(12, rank=r, world_size=4, seed=1).indices() for r in range(4)]
+    assert sorted(i for x in even for i in x) == list(range(12))  # no padding: an exact partition
+    with pytest.raises(ValueError, match="rank 4 is outside a world of 4"):
+        ResumableSampler(10, rank=4, world_size=4)
+
+
+def test_sampler_resumes_the_epoch_in_another_world_size():
+    """The data position counts samples of the whole world: 4 ranks that drew 1 batch of 2 leave 12
+    of 20 samples, which 2 or 3 ranks then share; an unchanged world continues its own shares."""
+    order = ResumableSampler(20, seed=5).indices()
+    four = [ResumableSampler(20, rank=r, world_size=4, seed=5) for r in range(4)]
+    for r, s in enumerate(four):
+        s.set_epoch(0, start=8)
+        assert s.indices() == ResumableSampler(20, rank=r, world_size=4, seed=5).indices()[2:]
+    for world in (2, 3):
+        rest = [ResumableSampler(20, rank=r, world_size=world, seed=5) for r in range(world)]
+        for s in rest:
+            s.set_epoch(0, start=8)
+        assert sorted(i for s in rest for i in s) == sorted(order[8:]) and {len(s) for s in rest} == {12 // world}
+    past_the_end = ResumableSampler(20, rank=1, world_size=4, seed=5)
+    past_the_end.set_epoch(0, start=22)  # padding consumed: the epoch is over
+    assert len(past_the_end) == 0 and list(past_the_end) == []
+
+
 def test_atomic_save_and_safe_load(tmp_path):
     path = tmp_path / "x" / "ckpt.pt"
     ckpt_io.atomic_save({"a": torch.ones(3)}, path)
@@ -130,6 +170,26 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
     a, b = module_state(full), module_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.optimizers["net"].param_groups[0]["lr"] == full.optimizers["net"].param_groups[0]["lr"]
+
+
+def test_resume_from_another_world_size_continues_the_epoch(tmp_path, caplog):
+    """A checkpoint of two ranks without samples_in_epoch (an older one) that drew one batch each of
+    its epoch: one process resumes after those 2 x 3 windows, with a warning that the RNG restarts."""
+    run_dir = str(tmp_path / "r")
+    train_noisy(run_dir, max_steps=4)  # 10 windows, batches of 3: step 4 is epoch 1's first batch
+    path = ckpt_io.list_checkpoints(run_dir)[-1]
+    state = ckpt_io.load_file(path)
+    assert (state["epoch"], state["samples_in_epoch"], state["batch_in_epoch"]) == (1, 3, 1)
+    del state["samples_in_epoch"]
+    state["rng"] = state["rng"] * 2
+    ckpt_io.atomic_save(state, path)
+    with caplog.at_level("WARNING", logger="stylization.train"):
+        resumed = train_noisy(run_dir, max_steps=5)
+    assert "RNG states of 2 ranks, this run has 1" in caplog.text
+    epoch_1 = ResumableSampler(10, seed=0)
+    epoch_1.set_epoch(1)
+    assert resumed.data.first_indices == epoch_1.indices()[6:9]
+    assert (resumed.data.epoch, resumed.data.samples_in_epoch) == (1, 9)
 
 
 def test_audio2exp_resume_is_bit_exact(tiny_corpus, tmp_path):
@@ -247,23 +307,42 @@ def test_max_minutes_counts_the_final_validation_in(tmp_path):
     assert ckpt_io.list_checkpoints(str(tmp_path / "cut"))[-1].endswith(f"step_{trainer.step:09d}.pt")
 
 
-class ThreadCount(Dataset):
-    """Each item is the number of torch threads of the process that made it."""
+WORKER_THREADS = """
+import cv2, numpy as np, torch
+from torch.utils.data import Dataset
+from stylization.engine.distributed import DistEnv
+from stylization.engine.trainer import DataStream
 
+
+class ThreadCount(Dataset):  # each item: the torch and OpenCV threads of the process that made it
     def __len__(self):
         return 4
 
     def __getitem__(self, index):
-        return torch.tensor(torch.get_num_threads())
+        cv2.GaussianBlur(np.zeros((512, 512, 3), np.float32), (15, 15), 3)
+        return torch.tensor([torch.get_num_threads(), cv2.getNumThreads()])
+
+
+cv2.setNumThreads(2)
+cv2.GaussianBlur(np.zeros((2048, 2048, 3), np.float32), (31, 31), 5)  # the parent's pool has run
+stream = DataStream(ThreadCount(), 2, DistEnv(0, 1, 0, torch.device("cpu")), seed=0, num_workers=1)
+print(stream.next().tolist(), cv2.getNumThreads())
+"""
 
 
 def test_data_workers_compute_single_threaded():
-    from stylization.engine.distributed import DistEnv
-    from stylization.engine.trainer import DataStream
+    """Workers run one torch and one OpenCV thread, also when the parent had used OpenCV's pool
+    before forking them (``cv2.setNumThreads`` inside a forked worker would hang there), and the
+    parent's OpenCV setting is left as it was."""
+    import subprocess
+    import sys
 
-    stream = DataStream(ThreadCount(), 2, DistEnv(0, 1, 0, torch.device("cpu")), seed=0, num_workers=1)
-    assert stream.loader.worker_init_fn is not None
-    assert next(iter(stream.loader)).tolist() == [1, 1]
+    from conftest import REPO
+
+    out = subprocess.run([sys.executable, "-c", WORKER_THREADS], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[[1,", "1],", "[1,", "1]]", "2"], out.stdout
 
 
 def test_resuming_a_run_of_another_configuration_is_a_clear_error(tiny_corpus, tmp_path):

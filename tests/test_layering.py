@@ -9,7 +9,7 @@ The layers (docs/architecture.md; a lower layer never imports a higher one):
   2 metrics     stylization.metrics.*
   3 models      every module of a model package (style_e, style_a, syncnet, and later styletalk,
                 saas, style_reference) that is not a stage module
-  4 engine      stylization.engine.*, stylization.loading, stylization.preprocess.*
+  4 engine      stylization.engine.*, stylization.loading, stylization.preprocess.*, stylization.bench.*
   5 stages      stage modules (``stage.py`` / ``*_stage.py`` in a model package), stylization.runs
   6 top         stylization.pipeline, .reference_pipeline, .cli, .app; scripts/, train.py, infer.py
 
@@ -61,7 +61,7 @@ def layer_of(module: str) -> int | None:
         return 2
     if sub in MODEL_PACKAGES:
         return 5 if is_stage_module(module) else 3
-    if sub in ("engine", "preprocess") or module == "stylization.loading":
+    if sub in ("engine", "preprocess", "bench") or module == "stylization.loading":
         return 4
     if module == "stylization.runs":
         return 5

@@ -16,7 +16,14 @@ from conftest import REPO, compose_train
 from stylization.data.audio import SAMPLE_RATE, n_video_frames
 from stylization.data.corpus import Corpus
 from stylization.data.video import probe_video, read_video
-from stylization.pipeline import contact_sheet, resample_frames
+from stylization.pipeline import (
+    FrameStream,
+    contact_sheet,
+    resample_batches,
+    resample_frames,
+    sheet_frame_indices,
+    write_outputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +75,7 @@ def test_a_tuple_becomes_a_video(demo_inputs, tmp_path):
     assert coeffs.shape == (frames, 260) and coeffs[:, 224:227].std(0).max() > 0  # the gentle pose moves
     sheet = cv2.imread(str(tmp_path / "result" / "talk_sheet.png"))
     assert sheet.shape == (3 * 128, 4 * 128, 3)
-    assert "timings:" in res.stdout and "Style-A" in res.stdout
+    assert "timings:" in res.stdout and "Style-A + outputs" in res.stdout  # rendered and encoded as one stream
 
 
 def test_batch_mode_skips_failed_rows(demo_inputs, tmp_path):
@@ -160,6 +167,54 @@ def test_small_helpers():
     assert sheet.shape == (96, 128, 3)
 
 
+def numbered(n: int, size: int = 8) -> np.ndarray:
+    """Frames uint8 [n, size, size, 3] whose pixels hold their index (mod 256)."""
+    return np.broadcast_to((np.arange(n) % 256).astype(np.uint8)[:, None, None, None], (n, size, size, 3)).copy()
+
+
+@pytest.mark.parametrize("fps", [25, 30, 12, 50])
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_the_stream_gives_the_frames_and_sheet_of_the_whole_video(fps, batch):
+    """Frame-rate conversion and the contact sheet on a stream of batches give what they give on the
+    whole video (the sheet's frames are chosen from the known length and kept as they pass)."""
+    video = numbered(101)
+    batches = (video[s:s + batch] for s in range(0, len(video), batch))
+    whole = resample_frames(video, fps)
+    kept: list[np.ndarray] = []
+    stream = FrameStream(resample_batches(batches, len(video), fps), len(whole))
+    streamed = np.concatenate(list(stream.read(sheet_frame_indices(stream.n_frames), kept)))
+    np.testing.assert_array_equal(streamed, whole)
+    inputs = [np.full((16, 16, 3), 9, np.uint8)]
+    np.testing.assert_array_equal(contact_sheet(inputs, np.stack(kept)), contact_sheet(inputs, whole))
+    few = numbered(5)  # shorter than the sheet: every frame, then blank tiles
+    np.testing.assert_array_equal(contact_sheet(inputs, few[sheet_frame_indices(5)]), contact_sheet(inputs, few))
+
+
+def test_outputs_are_all_or_nothing_with_a_stream(tmp_path):
+    """A renderer failing mid-video, or giving fewer frames than announced, leaves no video, .npy, sheet
+    or temporary file; a stream that completes writes the three."""
+    wav = 0.1 * np.sin(np.arange(16000, dtype=np.float32))
+    coeffs = np.zeros((25, 260), np.float32)
+
+    def failing():
+        yield numbered(8)
+        raise RuntimeError("renderer crashed")
+
+    for batches, n_frames, error in ((failing(), 25, "renderer crashed"), (iter([numbered(8)]), 25, "8 frames, 25")):
+        kept: list[np.ndarray] = []
+        stream = FrameStream(batches, n_frames)
+        with pytest.raises(RuntimeError, match=error):
+            write_outputs(str(tmp_path / "talk.mp4"), stream.read(sheet_frame_indices(n_frames), kept), wav, 25,
+                          coeffs, lambda: contact_sheet([], np.stack(kept)))
+        assert os.listdir(tmp_path) == []
+    kept = []
+    stream = FrameStream(iter([numbered(10), numbered(15)]), 25)
+    written = write_outputs(str(tmp_path / "talk.mp4"), stream.read(sheet_frame_indices(25), kept), wav, 25, coeffs,
+                            lambda: contact_sheet([], np.stack(kept)))
+    assert sorted(os.listdir(tmp_path)) == ["talk.mp4", "talk.npy", "talk_sheet.png"] and len(written) == 3
+    assert probe_video(tmp_path / "talk.mp4").n_frames == 25
+
+
 def test_the_benchmark_protocol_generates_every_row(demo_inputs, synthetic_corpus, tmp_path):
     """scripts/generate_benchmark.py: per test clip, the stylised ground truth with its sound, our
     pipeline's video (self-driven: first frame, the clip's audio, pose and text, its style's picture),
@@ -213,7 +268,7 @@ def test_photo_real_rendering_with_pirender(demo_inputs, synthetic_corpus, tmp_p
     assert res.returncode == 0, res.stderr[-3000:]
     info = probe_video(out)
     assert info.n_frames == n_video_frames(int(1.3 * SAMPLE_RATE)) and info.width == 32  # the run's image_size
-    assert "PIRenderer" in res.stdout and "Style-A" not in res.stdout
+    assert "PIRenderer + outputs" in res.stdout and "Style-A" not in res.stdout
 
 
 def test_mode_edit_restyles_a_talking_video(demo_inputs, synthetic_corpus, tmp_path):

@@ -20,7 +20,7 @@ from stylization.style_e.diffusion import (
 )
 from stylization.runs import load_run, style_e_from_run
 from stylization.style_e.generate import StyleE
-from stylization.style_e.sequence import blend_windows, split_windows, window_starts
+from stylization.style_e.sequence import blend_windows, chunk_bounds, split_windows, window_starts
 from stylization.style_e.text_encoder import interpolate_texts, tiny_clip_config
 
 # -- schedule and samplers ---------------------------------------------------------------
@@ -191,6 +191,66 @@ def test_generate_any_length_without_seams(n_frames):
         seams = [s - 1 for s in window_starts(n_frames, 8, 4)[1:]] + [s + 3 for s in window_starts(n_frames, 8, 4)[:-1]]
         inside = [i for i in range(n_frames - 1) if i not in seams]
         assert steps[seams].max() <= 1.5 * steps[inside].max()
+
+
+def test_chunks_are_balanced_and_cover_everything():
+    assert chunk_bounds(10, 4) == [(0, 3), (3, 6), (6, 10)]
+    assert chunk_bounds(8, 8) == [(0, 8)] and chunk_bounds(1, 64) == [(0, 1)]
+    for n, size in ((65, 64), (200, 7), (13, 1)):
+        bounds = chunk_bounds(n, size)
+        sizes = [b - a for a, b in bounds]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n and all(x[1] == y[0] for x, y in zip(bounds, bounds[1:]))
+        assert max(sizes) <= size and max(sizes) - min(sizes) <= 1 and len(bounds) == -(-n // size)
+    with pytest.raises(ValueError, match="max_size"):
+        chunk_bounds(5, 0)
+
+
+class WindowwiseDenoiser(torch.nn.Module):
+    """A stand-in x0 predictor built of elementwise operations only: each window's output depends on
+    that window alone, and no kernel changes with the batch size, so any difference between two
+    chunkings would come from the chunking itself (noise, guidance or order), not from floating point."""
+
+    window_frames, use_text = 8, True
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, x_t, t, audio_exp, text=None, text_keep=None):
+        text_term = torch.zeros(x_t.shape[0]) if text is None else text.sum(-1)
+        if text_keep is not None:
+            text_term = torch.where(text_keep, text_term, torch.zeros_like(text_term))
+        return torch.tanh(self.gain * x_t + audio_exp) * (1 + 0.1 * text_term)[:, None, None] + t[:, None, None] / 1e3
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim", None])
+def test_windows_in_chunks_give_the_same_expression(sampler):
+    """Long audio: the denoiser sees at most max_windows windows per call, and the result is bit for bit
+    the unchunked one for the same seed (ancestral sampling draws fresh noise at every step: it is
+    drawn for all windows at once, as without chunks). With the real denoiser PyTorch's CPU kernels
+    may round differently for other batch sizes (a 1×1 Conv1d picks its algorithm by batch size), so
+    there the results agree to float precision."""
+    schedule = CosineSchedule(1000)
+    samplers = {"ancestral": AncestralSampler(schedule, 5), "ddim": build_sampler("ddim", schedule, 5), None: None}
+    audio2exp = Audio2Exp(channels=(4, 4, 8, 8, 16)).eval()
+    mel, text = torch.randn(4 * 22 + 4, 1, 80, 16), torch.randn(16)  # 22 windows of 8 frames at hop 4
+    model = StyleE(WindowwiseDenoiser(), audio2exp, None, samplers[sampler], overlap_frames=4)
+    calls = []
+    model.denoiser.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    whole = model.generate(mel, torch.zeros(64), text, guidance_scale=2.0, seed=7, max_windows=22)
+    assert set(calls) == {44}  # one call per step: 22 windows, conditional and unconditional
+    for max_windows in (1, 5, 8):
+        calls.clear()
+        chunked = model.generate(mel, torch.zeros(64), text, guidance_scale=2.0, seed=7, max_windows=max_windows)
+        assert torch.equal(chunked, whole), max_windows
+        assert max(calls) <= 2 * max_windows
+    assert not torch.equal(model.generate(mel, torch.zeros(64), text, guidance_scale=2.0, seed=8), whole)
+
+    real = small_style_e()
+    real.sampler = samplers[sampler]
+    unchunked = real.generate(mel, torch.zeros(64), text, guidance_scale=2.0, seed=7, max_windows=22)
+    torch.testing.assert_close(real.generate(mel, torch.zeros(64), text, guidance_scale=2.0, seed=7, max_windows=3),
+                               unchunked, rtol=0, atol=1e-5)
 
 
 # -- checkpoints -------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Video IO: 25 fps reading (resampling other rates), H.264 writing with muxed audio."""
+"""Video IO: 25 fps reading (resampling other rates), H.264 writing with muxed audio, batch by batch."""
 
 import os
 
 import numpy as np
 import pytest
 
-from stylization.data.video import probe_video, read_video, resample_indices, write_video
+from stylization.data.video import VideoWriter, probe_video, read_video, resample_indices, write_video
 from stylization.errors import DataError
 
 
@@ -81,3 +81,54 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         write_video(tmp_path / "float.mp4", np.zeros((3, 32, 32, 3), np.float32))
     assert os.listdir(tmp_path) == []
+
+
+def test_streamed_batches_write_the_same_file(tmp_path):
+    """VideoWriter fed in uneven batches (an empty one included) writes the very bytes write_video
+    writes for the whole array: same frames, same audio, same container."""
+    frames = numbered_frames(37, 48)
+    audio = 0.2 * np.sin(np.linspace(0, 900, 40000)).astype(np.float32)
+    write_video(tmp_path / "whole.mp4", frames, fps=25, audio=audio)
+    with VideoWriter(tmp_path / "streamed.mp4", fps=25, audio=audio) as writer:
+        for start, stop in ((0, 1), (1, 1), (1, 9), (9, 30), (30, 37)):
+            writer.write(frames[start:stop])
+        assert writer.n_frames == 37 and not (tmp_path / "streamed.mp4").exists()  # appears on a clean exit
+    assert (tmp_path / "streamed.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["streamed.mp4", "whole.mp4"]  # no temporary file left
+
+
+def test_streamed_audio_follows_the_frames_written(tmp_path):
+    """The sound is cropped to the frames actually written (T / fps), however long the track given."""
+    path = tmp_path / "short.mp4"
+    with VideoWriter(path, fps=25, audio=0.1 * np.ones(16000 * 4, np.float32), sample_rate=16000) as writer:
+        writer.write(numbered_frames(20))
+        writer.write(numbered_frames(5))
+    info = probe_video(path)
+    assert info.n_frames == 25 and abs(info.audio_duration - 1.0) < 0.005
+
+
+def test_a_failing_stream_leaves_nothing(tmp_path):
+    """An exception between batches, a bad batch, a changed frame size or no frame at all: neither
+    the file nor its temporary file remains, and an existing file of that name is untouched."""
+    existing = tmp_path / "kept.mp4"
+    existing.write_bytes(b"an older video")
+
+    def frames_then_fail():
+        yield numbered_frames(4)
+        raise RuntimeError("renderer crashed")
+
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        with VideoWriter(existing, audio=np.zeros(8000, np.float32)) as writer:
+            for batch in frames_then_fail():
+                writer.write(batch)
+    with pytest.raises(ValueError, match="frame size changed"):
+        with VideoWriter(tmp_path / "resized.mp4") as writer:
+            writer.write(numbered_frames(2, 32))
+            writer.write(numbered_frames(2, 64))
+    with pytest.raises(ValueError, match="uint8"):
+        with VideoWriter(tmp_path / "float.mp4") as writer:
+            writer.write(np.zeros((2, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="no frames"):
+        with VideoWriter(tmp_path / "empty.mp4") as writer:
+            writer.write(np.zeros((0, 32, 32, 3), np.uint8))
+    assert os.listdir(tmp_path) == ["kept.mp4"] and existing.read_bytes() == b"an older video"

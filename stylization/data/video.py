@@ -7,11 +7,13 @@ Reading resamples to the target rate the way FFmpeg's ``fps`` filter does: outpu
 shows the source frame on screen at time k / fps (MEAD is recorded at 30 fps; the
 official Style²Talker code forgot to resample it). Writing encodes yuv420p H.264 and, when
 audio is given, crops or pads it to exactly the video's duration before muxing, so the
-container's two streams agree within one frame.
+container's two streams agree within one frame. :class:`VideoWriter` takes the frames batch
+by batch (a long video never has to be held in memory); :func:`write_video` is one batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -124,6 +126,104 @@ def resample_indices(times: np.ndarray, src_fps: float, fps: float) -> np.ndarra
     return np.clip(idx, 0, len(times) - 1)
 
 
+class VideoWriter:
+    """An H.264 (yuv420p) mp4 written batch by batch, atomically; a context manager.
+
+    ::
+
+        with VideoWriter(path, fps, audio=wav) as writer:
+            for batch in batches:  # RGB uint8 [N, H, W, 3], any N (0 too), the same H and W throughout
+                writer.write(batch)
+
+    Frames are encoded as they arrive into a temporary file in ``path``'s folder, so memory holds
+    one batch and the encoder's few frames of lookahead, never the whole video. On a clean exit
+    ``audio`` (mono float [M] at ``sample_rate`` Hz) is cropped or zero-padded to the duration of
+    the frames actually written, T / ``fps`` seconds, muxed as AAC, and the file is renamed to
+    ``path``. On any exception, or when no frame was written (ValueError), the temporary file is
+    removed and ``path`` is left as it was. ``crf`` and ``preset`` are libx264's.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = FPS, audio: np.ndarray | None = None,
+                 sample_rate: int = SAMPLE_RATE, crf: int = 18, preset: str = "veryfast"):
+        self.path, self.fps = os.fspath(path), fps
+        self.audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
+        self.sample_rate, self.crf, self.preset = sample_rate, crf, preset
+        self.n_frames = 0  # frames written so far
+        self._tmp: str | None = None
+        self._container = self._video = self._sound = None
+
+    def __enter__(self) -> VideoWriter:
+        import av
+
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(suffix=".mp4", prefix=".tmp-", dir=directory)
+        os.close(fd)
+        try:
+            self._container = av.open(self._tmp, mode="w", format="mp4")
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode RGB uint8 frames [N, H, W, 3] (H and W even, as yuv420p needs; fixed by the first frame)."""
+        import av
+
+        if self._container is None:
+            raise RuntimeError("VideoWriter.write outside its with block")
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        height, width = frames.shape[1:3]
+        if self._video is None:
+            if height % 2 or width % 2:
+                raise ValueError(f"yuv420p needs even frame sizes, got {width}x{height}")
+            # every stream is added before the first packet: the mp4 header is written with it
+            self._video = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
+            self._video.options = {"crf": str(self.crf), "preset": self.preset}
+            if self.audio is not None:
+                self._sound = self._container.add_stream("aac", rate=AAC_SAMPLE_RATE)
+                self._sound.layout = "mono"
+        elif (width, height) != (self._video.width, self._video.height):
+            raise ValueError(f"frame size changed from {self._video.width}x{self._video.height} to {width}x{height}")
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            self._container.mux(self._video.encode(frame))
+            self.n_frames += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            self._discard()  # after a clean finish there is nothing left to discard
+
+    def _finish(self) -> None:
+        if self.n_frames == 0:
+            raise ValueError(f"no frames were written to {self.path}: a video needs T > 0 frames")
+        self._container.mux(self._video.encode(None))
+        if self._sound is not None:
+            _encode_audio(self._container, self._sound, self.audio, self.sample_rate, self.n_frames / float(self.fps))
+        self._container.close()
+        self._container = None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes it private; a finished video is an ordinary file
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def _discard(self) -> None:
+        if self._container is not None:
+            with contextlib.suppress(Exception):  # the error that brought us here is the one to report
+                self._container.close()
+            self._container = None
+        if self._tmp is not None and os.path.exists(self._tmp):
+            os.remove(self._tmp)
+        self._tmp = None
+
+
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray,
@@ -133,70 +233,49 @@ def write_video(
     crf: int = 18,
     preset: str = "veryfast",
 ) -> None:
-    """Write RGB uint8 frames [T, H, W, 3] as an H.264 (yuv420p) mp4, atomically.
+    """Write RGB uint8 frames [T, H, W, 3] (T > 0) as an H.264 (yuv420p) mp4, atomically.
 
     ``audio`` (mono float [N] at ``sample_rate``) is cropped or zero-padded to T / fps
-    seconds and muxed as AAC. The file appears only when complete (temporary file + rename).
+    seconds and muxed as AAC. One :class:`VideoWriter` batch: the file appears only when
+    complete (temporary file + rename).
     """
-    import av
-
-    path = os.fspath(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3] with T > 0, got {frames.dtype} {list(frames.shape)}")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"yuv420p needs even frame sizes, got {width}x{height}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=".tmp-", dir=directory)
-    os.close(fd)
-    try:
-        rate = Fraction(fps).limit_denominator(1001)
-        with av.open(tmp, mode="w", format="mp4") as container:
-            vstream = container.add_stream("libx264", rate=rate)
-            vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-            vstream.options = {"crf": str(crf), "preset": preset}
-            astream = None
-            if audio is not None:
-                astream = container.add_stream("aac", rate=AAC_SAMPLE_RATE)
-                astream.layout = "mono"
-            for image in frames:
-                container.mux(vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            container.mux(vstream.encode(None))
-            if astream is not None:
-                _encode_audio(container, astream, audio, sample_rate, len(frames) / float(fps))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a finished video is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with VideoWriter(path, fps, audio, sample_rate, crf, preset) as writer:
+        writer.write(frames)
 
 
 def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int, seconds: float) -> None:
+    """Mono float audio [N] at ``sample_rate`` Hz -> AAC packets of exactly ``seconds`` (cropped or
+    zero-padded), resampled to 48 kHz one second at a time: the resampler keeps its filter state
+    between pieces, so the samples equal a single pass over the whole track, without its copies."""
     import av
 
     n = int(round(seconds * sample_rate))
-    wav = np.asarray(audio, np.float32).reshape(-1)[:n]
-    wav = np.pad(wav, (0, n - wav.size))
+    wav = np.asarray(audio, np.float32).reshape(-1)
     resampler = av.AudioResampler(format="fltp", layout="mono", rate=AAC_SAMPLE_RATE)
-    src = av.AudioFrame.from_ndarray(wav[None], format="flt", layout="mono")
-    src.sample_rate = sample_rate
-    chunk, done = 1024, 0
-    for resampled in resampler.resample(src) + resampler.resample(None):
-        data = resampled.to_ndarray()
-        for start in range(0, data.shape[1], chunk):
-            piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start:start + chunk]), format="fltp",
-                                               layout="mono")
-            piece.sample_rate = AAC_SAMPLE_RATE
-            # timestamps let the encoder mark its 1024 priming samples, which the mp4 edit list then
-            # skips; without them every player hears the sound 21 ms late
-            piece.pts, piece.time_base = done, Fraction(1, AAC_SAMPLE_RATE)
-            done += piece.samples
-            container.mux(stream.encode(piece))
+    done = 0
+
+    def encode(resampled_frames) -> None:
+        nonlocal done
+        for resampled in resampled_frames:
+            data = resampled.to_ndarray()
+            for begin in range(0, data.shape[1], 1024):
+                part = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, begin:begin + 1024]), format="fltp",
+                                                  layout="mono")
+                part.sample_rate = AAC_SAMPLE_RATE
+                # timestamps let the encoder mark its 1024 priming samples, which the mp4 edit list then
+                # skips; without them every player hears the sound 21 ms late
+                part.pts, part.time_base = done, Fraction(1, AAC_SAMPLE_RATE)
+                done += part.samples
+                container.mux(stream.encode(part))
+
+    for start in range(0, n, sample_rate):
+        stop = min(start + sample_rate, n)
+        piece = wav[start:stop]
+        piece = np.pad(piece, (0, stop - start - piece.size))  # past the audio's end: silence
+        src = av.AudioFrame.from_ndarray(piece[None], format="flt", layout="mono")
+        src.sample_rate = sample_rate
+        encode(resampler.resample(src))
+    encode(resampler.resample(None))
     container.mux(stream.encode(None))
 
 

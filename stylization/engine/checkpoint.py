@@ -4,10 +4,15 @@ A training checkpoint is a plain dict of tensors and Python primitives (loadable
 ``torch.load(..., weights_only=True)``)::
 
     {"format": "stylization-train/1", "stage": str, "step": int, "epoch": int,
-     "batch_in_epoch": int, "config": dict (the resolved config), "code_version": str,
+     "samples_in_epoch": int (samples of the epoch all ranks together consumed; may be absent),
+     "batch_in_epoch": int (whole batches each rank drew; resuming reads it only when
+     samples_in_epoch is absent), "config": dict (the resolved config), "code_version": str,
      "modules": {name: state_dict}, "ema": {name: state_dict}, "optimizers": {...},
-     "schedulers": {...}, "rng": [per-rank RNG state],
+     "schedulers": {...}, "rng": [RNG state of each global rank, in rank order; its length is
+     the world size that saved it],
      "stage_state": dict (the stage's own progress, TrainingStage.state_dict; may be absent)}
+
+Only global rank 0 writes checkpoints; every rank reads the file rank 0 picks when resuming.
 
 Files are ``<run_dir>/checkpoints/step_<step:09d>.pt``. The newest is the one with the
 highest step *stored inside* that loads cleanly; a damaged file is reported and skipped.

@@ -2,6 +2,11 @@
 
 The trainer runs the same code either way; only DDP wrapping and the gathers below
 depend on the world size.
+
+On several nodes ``torchrun`` numbers processes twice: ``RANK`` is global (0 .. world size - 1
+over all nodes; it shards the data, offsets seeds and picks the one writer, rank 0) and
+``LOCAL_RANK`` counts the processes of one node (it picks the GPU). ``LOCAL_WORLD_SIZE`` is
+how many processes share this node's cores, ``GROUP_WORLD_SIZE`` how many nodes there are.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import torch.distributed as dist
 
 @dataclasses.dataclass(frozen=True)
 class DistEnv:
-    rank: int
-    world_size: int
-    local_rank: int
+    rank: int  # global rank, over all nodes
+    world_size: int  # processes over all nodes
+    local_rank: int  # rank among this node's processes
     device: torch.device
+    nodes: int = 1  # torchrun's GROUP_WORLD_SIZE (for the log)
 
     @property
     def is_main(self) -> bool:
@@ -44,6 +50,7 @@ def init_distributed(device: str = "auto") -> DistEnv:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
     dev = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
@@ -52,14 +59,18 @@ def init_distributed(device: str = "auto") -> DistEnv:
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     if dev.type == "cpu":
         torch.set_num_threads(cpu_threads())
-    return DistEnv(rank, world_size, local_rank, dev)
+    return DistEnv(rank, world_size, local_rank, dev, nodes)
 
 
 def cpu_threads() -> int:
     """Threads for one training process on the CPU: ``OMP_NUM_THREADS`` when set, else the cores this
-    process may run on (its affinity, not the machine's count) shared among the processes
-    ``torchrun`` starts on this node. More threads than cores makes every step several times slower
-    once the cores are shared (15-27 s instead of 3.9 s per Style-A step in one measurement)."""
+    process may run on (its affinity, not the machine's count) shared among the processes started
+    on this node (``LOCAL_WORLD_SIZE``, not the world size: other nodes have their own cores).
+    ``torchrun`` with ``--nproc_per_node`` > 1 sets ``OMP_NUM_THREADS=1`` itself when it is unset,
+    so under it the share applies only with one process per node; set ``OMP_NUM_THREADS`` to
+    cores / processes per node instead. More threads than cores makes every step several times
+    slower once the cores are shared (15-27 s instead of 3.9 s per Style-A step in one
+    measurement)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

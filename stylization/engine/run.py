@@ -43,7 +43,8 @@ def run_training(cfg: DictConfig) -> int:
         raise ConfigError("no model config: train.yaml selects configs/model/<stage>.yaml; pass model=NAME")
     env = init_distributed(str(cfg.trainer.device))
     try:
-        # `now` resolves per process; every rank uses rank 0's run directory.
+        # `now` resolves per process (and per node clock); every rank uses rank 0's run directory.
+        # Every rank creates it (idempotent); only rank 0 writes into it.
         run_dir = broadcast_object(os.path.abspath(str(cfg.trainer.run_dir)), env)
         cfg.trainer.run_dir = run_dir
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
@@ -51,7 +52,8 @@ def run_training(cfg: DictConfig) -> int:
         if env.is_main:
             with open(os.path.join(run_dir, "config.yaml"), "w") as f:
                 f.write(OmegaConf.to_yaml(cfg, resolve=True))
-            log.info("run directory %s (world size %d, device %s)", run_dir, env.world_size, env.device)
+            log.info("run directory %s (world size %d, nodes %d, device %s)", run_dir, env.world_size, env.nodes,
+                     env.device)
         stage = build_stage(cfg)
         trainer = Trainer(cfg, stage, env)
         step = trainer.fit()

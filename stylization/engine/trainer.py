@@ -8,8 +8,15 @@ One run directory holds everything a run writes::
     <run_dir>/checkpoints/step_*.pt  atomic checkpoints (see checkpoint.py)
 
 Resuming (``trainer.resume=auto``) restores modules, EMA, optimisers, schedulers, the
-step, every rank's RNG states and the data position (epoch and batch within it), so a
-run killed and resumed ends bit-for-bit where an uninterrupted one does (on the CPU).
+step, every rank's RNG states and the data position (epoch and samples consumed in it), so a
+run killed and resumed ends bit-for-bit where an uninterrupted one does (on the CPU). A
+resume with another world size continues the epoch with the samples not yet consumed, but
+its RNG streams restart (see :meth:`Trainer._load_state`).
+
+With several processes (``torchrun``, one node or several) only global rank 0 writes to the
+run directory: config.yaml, train.log, tb/ and checkpoints. Nothing is written under
+``data.root``. Every rank reads the checkpoint rank 0 picks, so on several nodes the run
+directory must be at the same path on every node (a shared filesystem).
 
 ``trainer.max_minutes`` is a budget for the whole process from the trainer's start, the
 final checkpoint and validation included (see :meth:`Trainer.fit`).
@@ -17,6 +24,7 @@ final checkpoint and validation included (see :meth:`Trainer.fit`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -36,7 +44,7 @@ from stylization.engine.distributed import DistEnv, all_reduce_mean, broadcast_o
 from stylization.engine.ema import EMA
 from stylization.engine.sampler import ResumableSampler
 from stylization.engine.stage import StepContext, TrainingStage
-from stylization.errors import CheckpointError, ConfigError
+from stylization.errors import CheckpointError, ConfigError, DataError
 from stylization.numerics import native_bf16
 
 log = logging.getLogger("stylization.train")
@@ -87,30 +95,48 @@ class EpochSampler(Sampler):
 
 
 def single_threaded_worker(worker_id: int) -> None:
-    """DataLoader workers compute with one thread each. Decoding and resizing need no more, and
-    each worker's default pool (one thread per core) competes with the training process for the
-    same cores: on 2 shared cores that made steps several times slower."""
+    """DataLoader workers compute with one torch thread each. Decoding and resizing need no more,
+    and each worker's default pool (one thread per core) competes with the training process for
+    the same cores: on 2 shared cores that made steps several times slower. OpenCV's pool is set
+    by the parent around the fork (:func:`opencv_threads`): ``cv2.setNumThreads`` in a forked
+    worker hangs when the parent had used the pool (its threads are not in the child)."""
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def opencv_threads(n: int):
+    """OpenCV's thread pool at ``n`` threads inside the block, as it was after: forked DataLoader
+    workers inherit the setting, so they decode with ``n`` threads without touching the pool."""
     import cv2
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 class DataStream:
-    """Endless batches with a resumable position (epoch, batches consumed in that epoch).
+    """Endless batches with a resumable position: the epoch, and the samples of it that all
+    ranks together have consumed (``samples_in_epoch``; :class:`ResumableSampler` shards the
+    rest by global rank).
 
     One DataLoader serves the whole run; with workers they are persistent, so per-worker
     caches (mel spectrograms, decoded clips) survive from epoch to epoch.
     """
 
-    def __init__(self, dataset, batch_size: int, env: DistEnv, seed: int, num_workers: int, epoch=0, batch_in_epoch=0):
+    def __init__(self, dataset, batch_size: int, env: DistEnv, seed: int, num_workers: int, epoch=0,
+                 samples_in_epoch=0):
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
+        self.world_size = env.world_size
         self.sampler = ResumableSampler(len(dataset), env.rank, env.world_size, seed)
         if self.sampler.per_rank < batch_size:
             raise ConfigError(
                 f"the training set has {len(dataset)} windows ({self.sampler.per_rank} per process), fewer than "
                 f"stage.batch_size={batch_size}; lower the batch size or window length, or add data")
-        self.epoch, self.batch_in_epoch = epoch, batch_in_epoch
+        self.epoch, self.samples_in_epoch = epoch, samples_in_epoch
+        self.first_indices: list[int] | None = None  # dataset indices of this process's first batch
         # A private generator keeps DataLoader from drawing its base seed from the global
         # RNG, which would make resumed runs differ from uninterrupted ones.
         self.loader = DataLoader(EpochKeyed(dataset), batch_size, sampler=EpochSampler(self.sampler),
@@ -119,9 +145,16 @@ class DataStream:
                                  worker_init_fn=single_threaded_worker if num_workers > 0 else None)
         self._iter = None
 
+    @property
+    def batch_in_epoch(self) -> int:
+        """Whole batches of the current world size consumed in this epoch (each rank drew this many
+        when the world size has not changed since the epoch began)."""
+        return self.samples_in_epoch // (self.batch_size * self.world_size)
+
     def _start_epoch(self):
-        self.sampler.set_epoch(self.epoch, self.batch_in_epoch * self.batch_size)
-        self._iter = iter(self.loader)
+        self.sampler.set_epoch(self.epoch, self.samples_in_epoch)
+        with opencv_threads(1) if self.num_workers > 0 else contextlib.nullcontext():
+            self._iter = iter(self.loader)  # forks the workers (the first time: they persist)
 
     def next(self):
         if self._iter is None:
@@ -129,10 +162,13 @@ class DataStream:
         try:
             batch = next(self._iter)
         except StopIteration:
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.epoch, self.samples_in_epoch = self.epoch + 1, 0
             self._start_epoch()
             batch = next(self._iter)
-        self.batch_in_epoch += 1
+        if self.first_indices is None:
+            # The process's first batch is the first of the sampler's current pass.
+            self.first_indices = self.sampler.indices()[: self.batch_size]
+        self.samples_in_epoch += self.batch_size * self.world_size
         return batch
 
 
@@ -171,12 +207,14 @@ class Trainer:
         self.ema = {} if decay is None else {
             k: EMA(self.raw_modules[k], float(decay), None if rampup is None else float(rampup)) for k in stage.ema_modules}
         self.ctx = StepContext(self)
-        self.step, epoch, batch_in_epoch = 0, 0, 0
+        self.step, epoch, samples_in_epoch = 0, 0, 0
         resumed = self._maybe_resume()
         if resumed is not None:
-            epoch, batch_in_epoch = resumed
-        self.data = DataStream(stage.train_dataset(), stage.batch_size, env, int(cfg.seed), int(self.tcfg.num_workers),
-                               epoch, batch_in_epoch)
+            epoch, samples_in_epoch = resumed
+        train_set = stage.train_dataset()
+        self._check_same_training_set(len(train_set))
+        self.data = DataStream(train_set, stage.batch_size, env, int(cfg.seed), int(self.tcfg.num_workers), epoch,
+                               samples_in_epoch)
         self.val_set = stage.val_dataset()
         self.writer = None
         if env.is_main:
@@ -200,6 +238,19 @@ class Trainer:
             if not native_bf16(self.env.device):
                 log.warning("this CPU has no native bf16: bf16 autocast will be slow; trainer.precision=auto uses fp32")
 
+    def _check_same_training_set(self, n: int) -> None:
+        """Every rank must index the same training set: the shares are slices of one permutation of
+        ``n`` windows, so ranks that count differently (a node's copy of data.root that differs, or
+        skip_damaged leaving out other clips there) would read overlapping shares and could run
+        different numbers of batches, leaving the others waiting."""
+        sizes = gather_objects(n, self.env)
+        differ = [r for r, m in enumerate(sizes) if m != sizes[0]]
+        if differ:
+            raise DataError(f"the training set has {sizes[0]} windows on rank 0 but {sizes[differ[0]]} on rank "
+                            f"{differ[0]} ({len(differ)} of {len(sizes)} ranks differ from rank 0); every node must "
+                            "read the same data.root: a shared filesystem or identical copies",
+                            OmegaConf.select(self.cfg, "data.root"))
+
     def _wrap(self, module: nn.Module) -> nn.Module:
         if self.env.world_size > 1 and any(p.requires_grad for p in module.parameters()):
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
@@ -208,21 +259,55 @@ class Trainer:
         return module
 
     def _maybe_resume(self):
+        """Load the checkpoint ``trainer.resume`` names; returns its (epoch, samples_in_epoch), or None.
+
+        With ``auto``, rank 0 picks the newest checkpoint and every rank loads that file: ranks
+        that each listed the directory could disagree (a node-local run directory, or a network
+        filesystem that shows another node's newest file late) and would train from different
+        states, or stop at different steps and leave the others waiting.
+        """
         resume = self.tcfg.resume
         if resume in (None, "none", "null", False):
             return None
+        state = None
         if resume == "auto":
-            found = ckpt_io.load_latest(self.run_dir)
-            if found is None:
+            found = ckpt_io.load_latest(self.run_dir) if self.env.is_main else None
+            path = broadcast_object(None if found is None else found[0], self.env)
+            if path is None:
                 return None
-            path, state = found
+            if found is not None:
+                state = found[1]
         else:
-            path, state = str(resume), ckpt_io.load_file(str(resume))
-            if state.get("format") != ckpt_io.FORMAT:
-                raise CheckpointError(f"not a training checkpoint of this project (format {state.get('format')!r})", path)
+            path = str(resume)
+        state = self._load_on_every_rank(path, state)
+        if state.get("format") != ckpt_io.FORMAT:
+            raise CheckpointError(f"not a training checkpoint of this project (format {state.get('format')!r})", path)
         self._load_state(state, path)
         log.info("resumed from %s at step %d", path, self.step)
-        return int(state["epoch"]), int(state["batch_in_epoch"])
+        samples = state.get("samples_in_epoch")
+        if samples is None:  # older checkpoints count whole batches of each of its len(rng) ranks
+            samples = int(state["batch_in_epoch"]) * int(self.stage.batch_size) * len(state["rng"])
+        return int(state["epoch"]), int(samples)
+
+    def _load_on_every_rank(self, path: str, loaded: dict | None) -> dict:
+        """``path`` loaded on this rank (``loaded`` when this rank has it already). With several
+        ranks a file that some cannot load fails on all of them, naming those ranks, instead of
+        leaving the others waiting in the first collective."""
+        if self.env.world_size == 1:
+            return loaded if loaded is not None else ckpt_io.load_file(path)
+        error = None
+        if loaded is None:
+            try:
+                loaded = ckpt_io.load_file(path)
+            except CheckpointError as exc:
+                error = exc.message
+        errors = gather_objects(error, self.env)
+        failed = [r for r, e in enumerate(errors) if e is not None]
+        if failed:
+            raise CheckpointError(f"ranks {failed} cannot load it ({errors[failed[0]]}); with several nodes "
+                                  "trainer.run_dir (and a trainer.resume file) must be at the same path on every "
+                                  "node: put the run directory on a shared filesystem", path)
+        return loaded
 
     def _load_state(self, state: dict, path: str):
         if state.get("stage") != self.stage.name:
@@ -247,18 +332,22 @@ class Trainer:
         self.stage.load_state_dict(dict(state.get("stage_state", {})))
         rng = state["rng"]
         if len(rng) != self.env.world_size:
-            log.warning("checkpoint has RNG states of %d ranks, this run has %d: RNG streams restart", len(rng),
+            # No rank's stream maps onto another world's: each rank keeps its fresh seed + rank
+            # stream. The data position carries over (samples_in_epoch counts all ranks).
+            log.warning("checkpoint has RNG states of %d ranks, this run has %d: the epoch goes on with the samples "
+                        "not yet consumed, but RNG streams restart from seed + rank (not bit-exact)", len(rng),
                         self.env.world_size)
         else:
             ckpt_io.restore_rng(rng[self.env.rank], self.generator)
 
-    def _state(self) -> dict:
-        rng = gather_objects(ckpt_io.capture_rng(self.generator), self.env)
+    def _state(self, rng: list[dict]) -> dict:
+        """The checkpoint dict; ``rng`` holds every rank's RNG states in rank order."""
         return {
             "format": ckpt_io.FORMAT,
             "stage": self.stage.name,
             "step": self.step,
             "epoch": self.data.epoch,
+            "samples_in_epoch": self.data.samples_in_epoch,
             "batch_in_epoch": self.data.batch_in_epoch,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "code_version": ckpt_io.code_version(),
@@ -272,10 +361,10 @@ class Trainer:
 
     def save_checkpoint(self) -> str:
         began = time.monotonic()
-        state = self._state()  # every rank takes part in gathering RNG states
+        rng = gather_objects(ckpt_io.capture_rng(self.generator), self.env)  # every rank takes part
         path = ckpt_io.checkpoint_path(self.run_dir, self.step)
         if self.env.is_main:
-            ckpt_io.atomic_save(state, path)
+            ckpt_io.atomic_save(self._state(rng), path)
             ckpt_io.prune_checkpoints(self.run_dir, int(self.tcfg.keep_checkpoints))
             log.info("saved %s", path)
         self.last_seconds["checkpoint"] = time.monotonic() - began
@@ -337,7 +426,7 @@ class Trainer:
         sums, count = defaultdict(float), 0
         bar = tqdm(total=None if max_steps == math.inf else max_steps, initial=self.step, disable=not self.env.is_main,
                    desc=self.stage.name, dynamic_ncols=True)
-        last_saved = None
+        last_saved, shares_logged = None, False
         try:
             while self.step < max_steps:
                 if self.out_of_time():
@@ -346,6 +435,9 @@ class Trainer:
                     break
                 began = time.monotonic()
                 batch = to_device(self.data.next(), self.env.device)
+                if not shares_logged:
+                    shares_logged = True
+                    self._log_data_shares()
                 for m in self.raw_modules.values():
                     # frozen modules (no trainable parameter) stay in eval mode: BatchNorm keeps its statistics
                     m.train(any(p.requires_grad for p in m.parameters()))
@@ -380,6 +472,20 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return self.step
+
+    def _log_data_shares(self):
+        """With several processes, log once per start how the epoch is split and which samples each
+        rank's first batch holds (the first 8 of each of the first 16 ranks): distinct lists show
+        that the ranks, on however many nodes, read disjoint shares."""
+        if self.env.world_size == 1:
+            return
+        firsts = gather_objects(self.data.first_indices, self.env)
+        if not self.env.is_main:
+            return
+        s = self.data.sampler
+        shown = {rank: indices[:8] for rank, indices in enumerate(firsts[:16])}
+        log.info("data: %d training samples per epoch over %d processes, %d each (%d padding); first batch's sample "
+                 "indices by rank: %s", s.n, s.world_size, s.per_rank, s.per_rank * s.world_size - s.n, shown)
 
     def _log_scalars(self, values: dict[str, float], prefix: str, bar=None):
         values = all_reduce_mean(values, self.env)

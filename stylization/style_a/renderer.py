@@ -2,16 +2,21 @@
 
 :class:`StyleARenderer` holds the generator, the pSp encoder and (for ``parsing="bisenet"``)
 BiSeNet. It turns an identity frame and an art picture (or an ``exstyle_code.npy`` entry) into
-codes once, then renders any number of coefficient windows in batches.
+codes once, then renders any number of coefficient windows in batches (:meth:`StyleARenderer.render_batches`
+yields them one batch at a time, for videos too long to hold).
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stylization.errors import ConfigError
+from stylization.numerics import inference_autocast
 
 PARSING_SCALE = 16.0  # VToonify feeds parsing logits / 16 to the content encoder
 
@@ -26,6 +31,8 @@ class StyleARenderer(nn.Module):
         self.generator, self.psp, self.parser = generator, psp, parser
         self.degree = float(degree)
         self.identity_alignment = "crop"  # how the identity face for pSp is framed: crop | ffhq
+        self.seconds: dict[str, float] = {}  # the last render_batches: "encode" (once), "frames" (all batches)
+        self.precision = "fp32"  # render_batches' precision: fp32 | bf16 | auto (stylization.numerics.inference_autocast)
 
     @property
     def content_size(self) -> int:
@@ -93,21 +100,46 @@ class StyleARenderer(nn.Module):
         return self.generator(content, identity, art, windows, self.degree, repeats=repeats,
                               keypoints=keypoints if self.uses_keypoints else None)
 
-    @torch.no_grad()
-    def render(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
-               windows: torch.Tensor, batch_size: int = 8, progress: bool = False,
-               keypoints: torch.Tensor | None = None) -> torch.Tensor:
+    def render_batches(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
+                       windows: torch.Tensor, batch_size: int = 8, progress: bool = False,
+                       keypoints: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """One identity (content [1, 22, C, C], codes [1, L, S]) and N windows [N, 73, 27] (with
-        their keypoints [N, 68, 2] for a keypoint-conditioned generator) ->
-        frames [N, 3, O, O] in [-1, 1], rendered ``batch_size`` at a time."""
-        from tqdm import tqdm
+        their keypoints [N, 68, 2] for a keypoint-conditioned generator) -> frames in [-1, 1], one
+        batch [n, 3, O, O] at a time (n = ``batch_size``, fewer for the last), in window order.
 
+        The frames are drawn as the iterator is read, so a caller that writes each batch away (the
+        inference pipeline encodes it) never holds the whole video.
+        """
         if self.uses_keypoints and keypoints is None:
             raise ValueError("this renderer is conditioned on keypoints: pass the windows' keypoints")
-        out = []
+        return self._batches(content, identity, art, windows, batch_size, progress, keypoints)
+
+    @torch.no_grad()
+    def _batches(self, content, identity, art, windows, batch_size, progress, keypoints) -> Iterator[torch.Tensor]:
+        from tqdm import tqdm
+
+        # The identity's half of the generator (content encoder, codes) runs once per video, not
+        # once per batch; ``seconds`` records it and the per-batch half for the step timings.
+        amp = lambda: inference_autocast(self.precision, content.device)  # noqa: E731
+        began = time.perf_counter()
+        with amp():
+            prepared = self.generator.prepare(content, identity, art, self.degree)
+        self.seconds = {"encode": time.perf_counter() - began, "frames": 0.0}
         starts = range(0, windows.shape[0], batch_size)
         for s in tqdm(starts, desc="Style-A", unit="batch", disable=not progress):
             w = windows[s:s + batch_size]
             kp = None if keypoints is None else keypoints[s:s + batch_size]
-            out.append(self(content, identity, art, w, repeats=w.shape[0], keypoints=kp)["image"].clamp(-1, 1))
-        return torch.cat(out)
+            began = time.perf_counter()
+            with amp():
+                frames = self.generator.drive(prepared, w, repeats=w.shape[0],
+                                              keypoints=kp if self.uses_keypoints else None)["image"]
+            frames = frames.float().clamp(-1, 1)
+            self.seconds["frames"] += time.perf_counter() - began
+            yield frames
+
+    @torch.no_grad()
+    def render(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None,
+               windows: torch.Tensor, batch_size: int = 8, progress: bool = False,
+               keypoints: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`render_batches` concatenated: frames [N, 3, O, O] in [-1, 1]."""
+        return torch.cat(list(self.render_batches(content, identity, art, windows, batch_size, progress, keypoints)))

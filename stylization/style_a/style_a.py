@@ -176,24 +176,44 @@ class StyleAGenerator(VToonifyD):
         encoded once and driven by its ``repeats`` consecutive windows."""
         if self.keypoints and keypoints is None:
             raise ValueError("this generator is conditioned on keypoints (keypoints=True): pass the targets' keypoints")
+        return self.drive(self.prepare(content, identity, art, degree, motion_source), window, repeats, keypoints)
+
+    def prepare(self, content: torch.Tensor, identity: torch.Tensor, art: torch.Tensor | None, degree: float = 1.0,
+                motion_source: torch.Tensor | None = None) -> dict:
+        """The per-identity half of :meth:`forward`, computed once per video: the content encoder's
+        features (32×32 up to H), the per-layer codes and the motion generator's source image.
+        Arguments as :meth:`forward`; the result goes to :meth:`drive` with every batch of windows."""
         if self.art_path:
             structure, codes = self.style_codes(self.mix_codes(identity, art))
         else:  # the plain StyleGAN2 path: no ModRes (weight 0), no colour transform
             structure, codes, degree = identity, list(identity.unbind(1)), 0.0
         source = self.motion_input(content) if motion_source is None else motion_source
         feats, out, skip = self.encode(content, structure, degree)
+        return {"feats": feats, "out": out, "skip": skip, "codes": codes, "source": source, "degree": degree,
+                "frame": content.shape[-1]}
+
+    def drive(self, prepared: dict, window: torch.Tensor, repeats: int = 1,
+              keypoints: torch.Tensor | None = None) -> dict:
+        """The per-frame half of :meth:`forward`: :meth:`prepare`'s identities [B], each driven by
+        ``repeats`` consecutive windows of ``window`` [B·repeats, 73, 27] (and keypoints) -> the
+        outputs of :meth:`forward`."""
+        if self.keypoints and keypoints is None:
+            raise ValueError("this generator is conditioned on keypoints (keypoints=True): pass the targets' keypoints")
+        feats, out, skip, codes = prepared["feats"], prepared["out"], prepared["skip"], prepared["codes"]
+        source, degree = prepared["source"], prepared["degree"]
         if repeats != 1:
             rep = lambda x: x.repeat_interleave(repeats, 0)  # noqa: E731
             feats, codes = [rep(f) for f in feats], [rep(c) for c in codes]
             out, skip, source = rep(out), rep(skip), rep(source)
         target_maps = None
         if self.keypoints:
-            frame = content.shape[-1]
+            frame = prepared["frame"]
             target_maps = keypoint_heatmaps(keypoints, frame, 64, self.keypoint_sigma)
             maps = target_maps if source.shape[-1] == 64 else \
                 keypoint_heatmaps(keypoints, frame, source.shape[-1], self.keypoint_sigma)
             source = torch.cat([source, maps.to(source.dtype)], 1)
-        flow, descriptor = self.motion(source, window)
+        with torch.autocast(source.device.type, enabled=False):  # the flow stays fp32 under bf16 autocast:
+            flow, descriptor = self.motion(source.float(), window.float())  # a coarse flow moves every pixel
         if self.warp_content:  # feats[0] is the 32×32 feature, fused before the warp point
             feats = feats[:1] + [warp(f, flow, self.align_corners) for f in feats[1:]]
 

@@ -4,6 +4,7 @@ The denoiser works on W-frame windows. A T-frame sequence is covered by windows 
 every ``W - overlap`` frames (the last one ends exactly at T; T < W is padded by repeating
 the last frame). Results are blended with weights that ramp linearly across each overlap,
 so neighbouring windows hand over smoothly and every frame's weights sum to one.
+:func:`chunk_bounds` splits the windows of long audio into bounded groups for the network.
 """
 
 from __future__ import annotations
@@ -21,6 +22,16 @@ def window_starts(n_frames: int, window: int, overlap: int) -> list[int]:
     if starts[-1] + window < total:
         starts.append(total - window)
     return starts
+
+
+def chunk_bounds(n: int, max_size: int) -> list[tuple[int, int]]:
+    """[start, stop) of the fewest consecutive chunks of at most ``max_size`` items covering ``n``
+    items, their sizes differing by at most one (no small last chunk: (10, 4) -> sizes 3, 3, 4)."""
+    if max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    k = max(1, -(-n // max_size))
+    edges = [i * n // k for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def split_windows(seq: torch.Tensor, starts: list[int], window: int) -> torch.Tensor:
