@@ -14,16 +14,23 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# espeak-ng (speech for the synthetic corpus) and ffmpeg (video IO; the pip package
-# imageio-ffmpeg also carries a binary) come from the system's package manager.
+# espeak-ng (speech for the synthetic corpus) and ffmpeg (video IO; the pip package imageio-ffmpeg
+# also carries a binary) come from the system's package manager, and so do Chromium and its
+# ChromeDriver, the browser tests/test_app.py drives (without them that one test is skipped).
+REQUIRED_PACKAGES := espeak-ng:espeak-ng ffmpeg:ffmpeg
+BROWSER_PACKAGES  := chromium:chromium chromium-driver:chromedriver
 system-packages:
-	@missing=""; for p in espeak-ng ffmpeg; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
+	@missing=""; browser=""; \
+	for pc in $(REQUIRED_PACKAGES); do command -v $${pc#*:} >/dev/null 2>&1 || missing="$$missing $${pc%%:*}"; done; \
+	for pc in $(BROWSER_PACKAGES); do command -v $${pc#*:} >/dev/null 2>&1 || browser="$$browser $${pc%%:*}"; done; \
+	if [ -n "$$missing$$browser" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing$$missing with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    echo "installing$$missing$$browser with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing $$browser >/dev/null; \
+	  elif [ -n "$$missing" ]; then \
+	    echo "missing system packages:$$missing; install them with: sudo apt-get install -y$$missing$$browser" >&2; exit 1; \
 	  else \
-	    echo "missing system packages:$$missing; install them with: sudo apt-get install -y$$missing" >&2; exit 1; \
+	    echo "note: no$$browser: the browser test of the web page will be skipped (sudo apt-get install -y$$browser)" >&2; \
 	  fi; \
 	fi
 

@@ -102,6 +102,17 @@ def read_image(path: str, what: str = "image") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def check_degree(value, name: str) -> float:
+    """A style degree in [0, 1]; ConfigError naming the option otherwise."""
+    try:
+        degree = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= degree <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1] (0: the photo's look, 1: the art style's), got {degree:g}")
+    return degree
+
+
 def check_output(path: str) -> str:
     """The output's folder exists (made if needed) and is writable."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
@@ -329,6 +340,8 @@ class Job:
     style_frames: str | None = None  # a character's reference frames (folder or video): its talking style
     emotion_scale: float = 1.0
     seed: int = 0
+    art_degree: float | None = None  # Style-A's style degree d_s in [0, 1] for this job (None: cfg.art_degree)
+    on_step: Callable[[str], None] | None = None  # called with each step's name (the timings' keys) as it starts
     timings: dict = field(default_factory=dict)
 
 
@@ -372,6 +385,7 @@ class Pipeline:
         self.motion_model = self.clip_model = self.recognizer = self.edit_model = self.pose_model = None
         self.renderer = self.render_inputs = self.detector = self.coeff_backend = self.exstyle = None
         self.identity_seconds = 0.0  # the last Style-A identity encoding (pSp codes, parsing), seconds
+        self.default_degree: float | None = None  # Style-A's d_s for jobs that set none (cfg.art_degree, or the run's)
         self.precision = str(OmegaConf.select(cfg, "precision", default="auto"))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -432,6 +446,20 @@ class Pipeline:
 
     # -- models needed only with a photo (loaded on the first such job) --
 
+    def load_models(self) -> None:
+        """Load now, rather than in the first job, what a photo + text job needs: Style-E and the
+        renderer of ``cfg.renderer`` (a server does this before its first request, so a missing
+        checkpoint stops it at start)."""
+        self._text_motion()
+        self._load_renderer()
+
+    def art_style_names(self) -> list[str]:
+        """The names ``art_style=`` accepts: the entries of ``cfg.exstyle_codes`` ([] without the file)."""
+        if not os.path.isfile(str(self.cfg.exstyle_codes)):
+            return []
+        self._exstyle_code_names()
+        return sorted(self.exstyle)
+
     def _load_renderer(self) -> None:
         if self.renderer is not None:
             return
@@ -448,7 +476,8 @@ class Pipeline:
         run = load_run(str(cfg.style_a), use_ema=bool(cfg.use_ema), hint=STYLE_A_HINT)
         r = style_a_renderer_from_run(run).to(self.device)
         if cfg.art_degree is not None:
-            r.degree = float(cfg.art_degree)
+            r.degree = check_degree(cfg.art_degree, "art_degree")
+        self.default_degree = r.degree
         # The same builder the training dataset uses: the model sees at inference what it learnt on.
         self.render_inputs = RenderInputs(content_size=r.content_size, code_size=r.psp.input_size,
                                           identity_alignment=r.identity_alignment,
@@ -475,6 +504,8 @@ class Pipeline:
 
     @contextmanager
     def _timed(self, job: Job, name: str):
+        if job.on_step is not None:
+            job.on_step(name)
         start = time.perf_counter()
         yield
         job.timings[name] = time.perf_counter() - start
@@ -565,6 +596,8 @@ class Pipeline:
         if job.style_clip is not None:
             check_style_clip(job.style_clip)
         check_output(job.out)
+        if job.art_degree is not None:
+            check_degree(job.art_degree, "art_degree")
         wav = load_audio(job.audio)
         check_speech(wav, job.audio)
         if job.image is None:
@@ -671,6 +704,7 @@ class Pipeline:
         n_frames = len(resample_index(len(coeffs), fps))
         if cfg.renderer == "pirender":
             return FrameStream(resample_batches(self.render_pirender(face, coeffs), len(coeffs), fps), n_frames)
+        r.degree = self.default_degree if job.art_degree is None else float(job.art_degree)
         batch = self.render_inputs.identity(face.crop, face.crop_landmarks, aligned_from=(inputs.image, face.landmarks))
         exstyle_z = None
         if job.art_style is not None:
@@ -710,12 +744,15 @@ class Pipeline:
             frames = r(source.expand(len(w), -1, -1, -1), w)["fake_image"]  # fp32: see configs/infer.yaml precision
             yield resize_frames(to_uint8(frames.cpu()), size, cv2.INTER_CUBIC)
 
-    def _exstyle_code(self, name: str) -> np.ndarray:
-        """An ``exstyle_code.npy`` entry: a Z+ code [1, 18, 512] (the file is read once)."""
-        if self.exstyle is None:
+    def _exstyle_code_names(self) -> None:
+        if self.exstyle is None:  # the file is read once
             from stylization.loading import load_exstyle_codes
 
             self.exstyle = load_exstyle_codes(str(self.cfg.exstyle_codes))
+
+    def _exstyle_code(self, name: str) -> np.ndarray:
+        """An ``exstyle_code.npy`` entry: a Z+ code [1, 18, 512]."""
+        self._exstyle_code_names()
         if name not in self.exstyle:
             raise ConfigError(f"art_style {name!r} is not in {self.cfg.exstyle_codes} "
                               f"(it has: {', '.join(sorted(self.exstyle)[:8])} ...)")

@@ -464,3 +464,33 @@ def test_the_style_reference_protocol(demo_inputs, synthetic_corpus, tmp_path):
     assert score.returncode == 0, score.stderr[-2000:]
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["clips"] == 1 and set(result["aggregate"]) >= {"cpbd", "d_l", "sld", "slv", "smd"}
+
+
+def test_a_job_sets_its_art_degree_and_reports_its_steps(demo_inputs, tmp_path):
+    """Job.art_degree (the web page's slider) changes this job's look only; Job.on_step hears each
+    step as it starts, under the names of the timings; an art_degree outside [0, 1] stops the job
+    before anything is written."""
+    from hydra import compose, initialize_config_dir
+
+    from stylization.errors import ConfigError
+    from stylization.pipeline import Job, Pipeline
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="infer", overrides=[f"checkpoints={demo_inputs['checkpoints']}", "sheet=false",
+                                                      "save_coeffs=false"])
+    pipeline = Pipeline(cfg, torch.device("cpu"))
+    job = dict(audio=str(demo_inputs["audio"]), image=str(demo_inputs["image"]), art=str(demo_inputs["art"]),
+               text="happy")
+    steps = []
+    first = Job(**job, out=str(tmp_path / "default.mp4"), on_step=steps.append)
+    pipeline.run(first)
+    assert steps == [k for k in first.timings if not k.startswith("of which")]
+    assert steps[0] == "inputs" and steps[-1] == "Style-A + outputs"
+    default_degree = pipeline.renderer.degree
+    pipeline.run(Job(**job, out=str(tmp_path / "photo.mp4"), art_degree=0.0))
+    default, photo = (read_video(tmp_path / f"{n}.mp4").astype(int) for n in ("default", "photo"))
+    assert np.abs(default - photo).mean() > 1.0  # the degree moved the picture
+    assert pipeline.default_degree == default_degree != 0.0  # ... for that job only
+    with pytest.raises(ConfigError, match=r"art_degree must be in \[0, 1\]"):
+        pipeline.run(Job(**job, out=str(tmp_path / "bad.mp4"), art_degree=1.5))
+    assert not (tmp_path / "bad.mp4").exists()
