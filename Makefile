@@ -40,8 +40,11 @@ system-packages:
 demo: $(STAMP) system-packages
 	$(PY) scripts/demo.py
 
+# The suite in TEST_WORKERS processes, a test file to a process (its module fixtures built once);
+# each process computes with cores / TEST_WORKERS threads (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP) system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -74,7 +74,9 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _quiet_threads():
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """2 torch threads, or the cores' share of this process when pytest-xdist runs several."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
 
 
 def compose_train(overrides: list[str]):
